@@ -1,0 +1,54 @@
+import type { Mode, Operation } from '../config/schema.js';
+import type { Reason } from '../policy/engine.js';
+import type { Signal } from '../location/signals.js';
+
+/** Version of the record format. Fields may be added, never renamed. */
+export const RECORD_VERSION = 1;
+
+/**
+ * One decision, as an auditor reads it. No query strings, no headers, no
+ * bodies: nothing that could carry a credential or a signature.
+ */
+export interface DecisionRecord {
+  v: number;
+  seq: number;
+  ts: string;
+  id: string;
+  replica: string;
+  policy: string;
+  upstream: string;
+  method: string;
+  /** Path as forwarded, without the query string. */
+  path: string;
+  operation: Operation;
+  target: { host: string; address: string | null };
+  location: { jurisdictions: readonly string[]; region: string | null; signals: readonly Signal[] };
+  rule: string | null;
+  mode: Mode;
+  decision: 'allow' | 'block';
+  effective: 'forwarded' | 'refused';
+  reason: Reason;
+  /** Final status the client was sent. */
+  status: number;
+  bytes_in: number;
+  /** Response body bytes the upstream declared (Content-Length); null when it streamed without one. */
+  bytes_out: number | null;
+  duration_ms: number;
+  client: string;
+  /** Set when forwarding failed: upstream_unreachable, upstream_timeout, upstream_reset, client_aborted. */
+  error?: string;
+  prev: string;
+  hash: string;
+}
+
+/** What the proxy fills in; the sink adds the chain fields. */
+export type DecisionEntry = Omit<DecisionRecord, 'v' | 'seq' | 'replica' | 'prev' | 'hash'>;
+
+/** Where decision records go. Kept small so a durable, chained sink can replace the first one. */
+export interface DecisionSink {
+  /** Resolves once the record is written; rejects when it cannot be. */
+  write(entry: DecisionEntry): Promise<void>;
+  /** False while the sink cannot write. */
+  healthy(): boolean;
+  close(): Promise<void>;
+}

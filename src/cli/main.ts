@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { checkConfigCommand } from './check-config.js';
+import { explainCommand } from './explain.js';
+import { serveCommand } from './serve.js';
+
+const USAGE = `residency-proxy — data-residency enforcement proxy for storage APIs
+
+Usage:
+  residency-proxy serve [--config FILE]
+  residency-proxy check-config --config FILE
+  residency-proxy explain --config FILE METHOD URL [-H 'K: V']… [--format json|text]
+
+Run 'residency-proxy COMMAND --help' for a command's options.`;
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  serve: serveCommand,
+  'check-config': checkConfigCommand,
+  explain: explainCommand,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    console.log(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    console.error(`residency-proxy: unknown command "${command}"\n\n${USAGE}`);
+    return 2;
+  }
+  return run(rest);
+}
+
+// Run when executed directly (also through the npm bin symlink).
+const self = fileURLToPath(import.meta.url);
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === self) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      console.error(`residency-proxy: ${(err as Error).message}`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,46 @@
+import { createResidencyProxy } from '../server.js';
+import { defaultConfigPath, loadOrReport, parse, withUsage } from './args.js';
+
+const USAGE = `Usage: residency-proxy serve [--config FILE]
+
+Runs the proxy. Config: --config, else $RESIDENCY_CONFIG, else the shipped
+config/default.yaml. PORT, ADMIN_PORT and LOG_LEVEL override the file.
+SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0.`;
+
+export function serveCommand(args: string[]): Promise<number> {
+  return withUsage(USAGE, async () => {
+    const { values } = parse(args, { config: { type: 'string', short: 'c' } });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const file = values.config ?? process.env.RESIDENCY_CONFIG ?? defaultConfigPath();
+    const config = loadOrReport(file);
+    if (!config) return 1;
+
+    const app = createResidencyProxy(config);
+    const { proxy, admin } = await app.listen();
+    app.logger.info(
+      { proxy: `${proxy.address}:${proxy.port}`, admin: `${admin.address}:${admin.port}`, config: file, policy: app.planner().policy.hash },
+      'residency-proxy listening',
+    );
+
+    return new Promise<number>((resolve) => {
+      let stopping = false;
+      const stop = (signal: NodeJS.Signals) => {
+        if (stopping) return;
+        stopping = true;
+        app.logger.info({ signal }, 'draining in-flight requests');
+        app.close().then(
+          () => resolve(0),
+          (err: unknown) => {
+            app.logger.error({ err: (err as Error).message }, 'shutdown failed');
+            resolve(1);
+          },
+        );
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+  });
+}

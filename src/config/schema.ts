@@ -1,0 +1,160 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+/** A string enum as JSON Schema `enum` (clearer errors than a union of literals). */
+function OneOf<const T extends string>(values: readonly T[], options: { default?: NoInfer<T>; description?: string } = {}) {
+  return Type.Unsafe<T>({ type: 'string', enum: values, description: `one of ${values.join(', ')}`, ...options });
+}
+
+/**
+ * The configuration file's JSON Schema. Defaults live here (Ajv fills them in
+ * with `useDefaults`); cross-field checks that a schema cannot express (a rule
+ * naming a missing upstream, two upstreams on one route, region ids) live in
+ * `validate.ts`.
+ */
+
+export const MODES = ['enforce', 'monitor', 'warn'] as const;
+export const OPERATIONS = ['read', 'write'] as const;
+export const PROVIDERS = ['s3', 'azure', 'gcs', 'generic'] as const;
+const Mode = OneOf(MODES);
+const Operation = OneOf(OPERATIONS);
+const Provider = OneOf(PROVIDERS);
+const UnknownLocation = OneOf(['block', 'allow'] as const);
+const Method = Type.String({ pattern: '^[A-Z]+$', description: 'an HTTP method in upper case' });
+const Jurisdiction = Type.String({ description: 'an ISO 3166-1 alpha-2 code' });
+const Port = Type.Integer({ minimum: 0, maximum: 65535 });
+const Seconds = Type.Number({ exclusiveMinimum: 0 });
+
+const Listen = (host: string, port: number) =>
+  Type.Object({ host: Type.String({ default: host }), port: Type.Optional(Port) }, {
+    additionalProperties: false,
+    default: { host, port },
+  });
+
+const ClassifyOverride = Type.Object(
+  {
+    method: Method,
+    query: Type.Optional(Type.String({ description: 'a query parameter that must be present' })),
+    path: Type.Optional(Type.String({ description: 'a path glob' })),
+    operation: Operation,
+  },
+  { additionalProperties: false },
+);
+
+const Upstream = Type.Object(
+  {
+    name: Type.String({ pattern: '^[A-Za-z0-9_.-]+$', description: 'letters, digits, _ . -' }),
+    url: Type.String({ description: 'an http:// or https:// URL' }),
+    provider: Type.Optional(Provider),
+    route: Type.Object(
+      {
+        path_prefix: Type.Optional(Type.String({ pattern: '^/', description: 'a path starting with /' })),
+        strip_prefix: Type.Optional(Type.Boolean()),
+        host: Type.Optional(Type.String({ minLength: 1 })),
+      },
+      { additionalProperties: false },
+    ),
+    region: Type.Optional(Type.String({ minLength: 1 })),
+    jurisdiction: Type.Optional(Jurisdiction),
+    buckets: Type.Optional(
+      Type.Record(Type.String(), Type.String(), { description: 'bucket or container → region id or ISO code' }),
+    ),
+    preserve_host: Type.Optional(Type.Boolean()),
+    classify: Type.Optional(Type.Array(ClassifyOverride)),
+    timeouts: Type.Optional(
+      Type.Object(
+        { connect: Type.Optional(Seconds), headers: Type.Optional(Seconds), body: Type.Optional(Seconds) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const Rule = Type.Object(
+  {
+    name: Type.String({ minLength: 1 }),
+    match: Type.Optional(
+      Type.Object(
+        {
+          upstreams: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+          operations: Type.Optional(Type.Array(Operation, { minItems: 1 })),
+          methods: Type.Optional(Type.Array(Method, { minItems: 1 })),
+          paths: Type.Optional(Type.Array(Type.String({ pattern: '^/' }), { minItems: 1 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    allow_jurisdictions: Type.Optional(Type.Array(Jurisdiction, { minItems: 1 })),
+    mode: Type.Optional(Mode),
+    unknown_location: Type.Optional(UnknownLocation),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    listen: Listen('0.0.0.0', 8080),
+    admin: Listen('127.0.0.1', 9464),
+    allowed_jurisdictions: Type.Array(Jurisdiction, { minItems: 1, default: ['US'] }),
+    mode: OneOf(MODES, { default: 'enforce' }),
+    unknown_location: OneOf(['block', 'allow'] as const, { default: 'block' }),
+    decision_log: Type.Object(
+      { path: Type.String({ minLength: 1, description: 'a file path, or "-" for stdout' }) },
+      { additionalProperties: false, default: { path: './decisions.log' } },
+    ),
+    log_level: OneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, { default: 'info' }),
+    limits: Type.Object(
+      {
+        max_headers: Type.Integer({ minimum: 8, maximum: 10_000, default: 100 }),
+        max_header_bytes: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16_384 }),
+        refusal_drain_bytes: Type.Integer({ minimum: 0, default: 1_048_576 }),
+        refusal_linger_ms: Type.Integer({ minimum: 0, maximum: 60_000, default: 2_000 }),
+        shutdown_grace_ms: Type.Integer({ minimum: 0, default: 10_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    timeouts: Type.Object(
+      {
+        connect: Type.Number({ exclusiveMinimum: 0, default: 5 }),
+        headers: Type.Number({ exclusiveMinimum: 0, default: 30 }),
+        body: Type.Number({ exclusiveMinimum: 0, default: 300 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    demo_upstream: Type.Optional(
+      Type.Object(
+        { host: Type.String({ default: '127.0.0.1' }), port: Port },
+        { additionalProperties: false, description: 'a built-in stand-in storage endpoint for trying the proxy' },
+      ),
+    ),
+    redis: Type.Optional(
+      Type.Object(
+        { url: Type.String({ pattern: '^rediss?://' }), key_prefix: Type.String({ default: 'residency:' }) },
+        { additionalProperties: false },
+      ),
+    ),
+    dns: Type.Optional(
+      Type.Object(
+        {
+          servers: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+          min_ttl: Type.Number({ minimum: 0, default: 5 }),
+          max_ttl: Type.Number({ minimum: 0, default: 300 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    networks: Type.Optional(Type.Record(Type.String(), Jurisdiction)),
+    upstreams: Type.Array(Upstream, { minItems: 1 }),
+    rules: Type.Array(Rule, { default: [] }),
+  },
+  { additionalProperties: false },
+);
+
+/** The file as validated, with schema defaults applied. */
+export type RawConfig = Static<typeof ConfigSchema>;
+export type RawUpstream = Static<typeof Upstream>;
+export type RawRule = Static<typeof Rule>;
+export type Mode = (typeof MODES)[number];
+export type Operation = (typeof OPERATIONS)[number];
+export type Provider = (typeof PROVIDERS)[number];
+export type ClassifyOverrideConfig = Static<typeof ClassifyOverride>;

@@ -1,0 +1,125 @@
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { buildAdminApp } from './admin/app.js';
+import { startDemoUpstream } from './demo/upstream.js';
+import { createFileSink } from './audit/file-sink.js';
+import type { DecisionSink } from './audit/record.js';
+import { loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
+import { locationProblems } from './location/signals.js';
+import { createMetrics, type Metrics } from './metrics/registry.js';
+import { compilePolicy, policyProblems } from './policy/engine.js';
+import { buildProxyApp } from './proxy/app.js';
+import { Forwarder } from './proxy/forward.js';
+import { Planner } from './proxy/plan.js';
+import { compileUpstreams } from './proxy/route.js';
+
+/** Checks beyond the schema that need the catalog and the policy compiler. */
+export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, policyProblems];
+
+/** Load and fully validate a config file (throws ConfigError listing every problem). */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {
+  return loadConfigFile(file, { env, checks: CONFIG_CHECKS });
+}
+
+export function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv = {}): Config {
+  return parseConfig(text, file, { env, checks: CONFIG_CHECKS });
+}
+
+/** Compile the parts of a config the data plane and `explain` use. */
+export function buildPlanner(config: Config): Planner {
+  return new Planner(compileUpstreams(config), compilePolicy(config));
+}
+
+export interface ResidencyProxyOptions {
+  logger?: Logger;
+  /** Replica id in decision records; default: host name. */
+  replica?: string;
+  /** Decision sink; default: the file (or stdout) named by decision_log.path. */
+  sink?: DecisionSink;
+}
+
+export interface ResidencyProxy {
+  readonly config: Config;
+  readonly proxy: FastifyInstance;
+  readonly admin: FastifyInstance;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  planner(): Planner;
+  /** Bind both listeners; returns their addresses. */
+  listen(): Promise<{ proxy: AddressInfo; admin: AddressInfo }>;
+  /** Stop accepting, let in-flight requests finish, close the log. */
+  close(): Promise<void>;
+}
+
+/** The composition root: builds every part from one validated Config. */
+export function createResidencyProxy(config: Config, options: ResidencyProxyOptions = {}): ResidencyProxy {
+  // The operational log leaves stdout to the decision log when that is configured there.
+  const logger =
+    options.logger ??
+    pino({ level: config.log_level }, pino.destination({ dest: config.decision_log.path === '-' ? 2 : 1, sync: false }));
+  const metrics = createMetrics();
+  const replica = options.replica ?? hostname();
+
+  const sink = options.sink ?? createFileSink({ path: config.decision_log.path, replica, onError: (err) => logger.error({ err: err.message }, 'decision log write failed') });
+  const planner = buildPlanner(config);
+  metrics.policyReloads.inc({ result: 'success' });
+  metrics.policyInfo.set({ hash: planner.policy.hash }, 1);
+  const forwarder = new Forwarder(planner.upstreams);
+
+  const proxy = buildProxyApp({
+    planner: () => planner,
+    forwarder,
+    sink,
+    metrics,
+    logger,
+    maxHeaders: config.limits.max_headers,
+    maxHeaderBytes: config.limits.max_header_bytes,
+    limits: { refusalDrainBytes: config.limits.refusal_drain_bytes, refusalLingerMs: config.limits.refusal_linger_ms },
+  });
+  const admin = buildAdminApp({
+    logger,
+    metrics,
+    readiness: [
+      { name: 'config', check: () => ({ ok: true, detail: `policy ${planner.policy.hash.slice(0, 12)} from ${config.source}` }) },
+      { name: 'upstreams', check: () => ({ ok: planner.upstreams.length > 0, detail: `${planner.upstreams.length} configured` }) },
+      { name: 'decision_log', check: () => (sink.healthy() ? { ok: true } : { ok: false, detail: 'decision log is not writable' }) },
+    ],
+  });
+
+  let closeDemo: (() => Promise<void>) | undefined;
+  return {
+    config,
+    proxy,
+    admin,
+    metrics,
+    logger,
+    planner: () => planner,
+    async listen() {
+      if (config.demo_upstream) {
+        const demo = await startDemoUpstream(config.demo_upstream.host, config.demo_upstream.port);
+        closeDemo = demo.close;
+        logger.info({ demo_upstream: `${demo.address.address}:${demo.address.port}` }, 'demo upstream listening (stores nothing)');
+      }
+      await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
+      await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
+      return { proxy: proxy.server.address() as AddressInfo, admin: admin.server.address() as AddressInfo };
+    },
+    async close() {
+      // Fastify stops accepting, closes idle keep-alive connections and waits
+      // for in-flight requests; past the grace period the rest are cut.
+      const force = setTimeout(() => proxy.server.closeAllConnections(), config.limits.shutdown_grace_ms);
+      force.unref();
+      try {
+        await proxy.close();
+      } finally {
+        clearTimeout(force);
+      }
+      await forwarder.close();
+      await admin.close();
+      await closeDemo?.();
+      await sink.close();
+    },
+  };
+}
