@@ -6,31 +6,14 @@ import { buildAdminApp } from './admin/app.js';
 import { startDemoUpstream } from './demo/upstream.js';
 import { createFileSink } from './audit/file-sink.js';
 import type { DecisionSink } from './audit/record.js';
-import { loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
-import { locationProblems } from './location/signals.js';
+import type { Config } from './config/load.js';
+import { buildPlanner } from './load.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
-import { compilePolicy, policyProblems } from './policy/engine.js';
 import { buildProxyApp } from './proxy/app.js';
 import { Forwarder } from './proxy/forward.js';
-import { Planner } from './proxy/plan.js';
-import { compileUpstreams } from './proxy/route.js';
+import type { Planner } from './proxy/plan.js';
 
-/** Checks beyond the schema that need the catalog and the policy compiler. */
-export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, policyProblems];
-
-/** Load and fully validate a config file (throws ConfigError listing every problem). */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {
-  return loadConfigFile(file, { env, checks: CONFIG_CHECKS });
-}
-
-export function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv = {}): Config {
-  return parseConfig(text, file, { env, checks: CONFIG_CHECKS });
-}
-
-/** Compile the parts of a config the data plane and `explain` use. */
-export function buildPlanner(config: Config): Planner {
-  return new Planner(compileUpstreams(config), compilePolicy(config));
-}
+export { buildPlanner, loadConfig, parseConfigText, CONFIG_CHECKS } from './load.js';
 
 export interface ResidencyProxyOptions {
   logger?: Logger;

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, type Config } from '../config/load.js';
-import { loadConfig } from '../server.js';
+import { loadConfig } from '../load.js';
 
 /** Thrown for a bad command line; main prints it with the command's usage. */
 export class UsageError extends Error {}

@@ -1,4 +1,4 @@
-import { buildPlanner } from '../server.js';
+import { buildPlanner } from '../load.js';
 import type { Plan } from '../proxy/plan.js';
 import { loadOrReport, parse, UsageError, withUsage } from './args.js';
 

@@ -1,9 +1,6 @@
 #!/usr/bin/env node
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { checkConfigCommand } from './check-config.js';
-import { explainCommand } from './explain.js';
-import { serveCommand } from './serve.js';
 
 const USAGE = `residency-proxy — data-residency enforcement proxy for storage APIs
 
@@ -14,10 +11,11 @@ Usage:
 
 Run 'residency-proxy COMMAND --help' for a command's options.`;
 
-const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
-  serve: serveCommand,
-  'check-config': checkConfigCommand,
-  explain: explainCommand,
+// Loaded on demand: check-config and explain should not pay for the server's imports.
+const COMMANDS: Record<string, () => Promise<(args: string[]) => Promise<number>>> = {
+  serve: async () => (await import('./serve.js')).serveCommand,
+  'check-config': async () => (await import('./check-config.js')).checkConfigCommand,
+  explain: async () => (await import('./explain.js')).explainCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -26,12 +24,12 @@ export async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return command === undefined ? 2 : 0;
   }
-  const run = COMMANDS[command];
-  if (!run) {
+  const load = COMMANDS[command];
+  if (!load) {
     console.error(`residency-proxy: unknown command "${command}"\n\n${USAGE}`);
     return 2;
   }
-  return run(rest);
+  return (await load())(rest);
 }
 
 // Run when executed directly (also through the npm bin symlink).

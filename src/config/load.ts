@@ -64,13 +64,13 @@ export function parseConfig(
   file: string,
   options: { env?: NodeJS.ProcessEnv; checks?: readonly ConfigCheck[] } = {},
 ): Config {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       file,
       doc.errors.map((e) => ({
         path: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(document)',
-        message: e.message.split('\n')[0] ?? 'YAML syntax error',
+        message: (e.message.split('\n')[0] ?? 'YAML syntax error').replace(/ at line \d+, column \d+:?$/, ''),
         expected: 'valid YAML',
       })),
     );
@@ -88,13 +88,18 @@ export function parseConfig(
       if (problem) problems.push(problem);
     }
   }
-  if (!validateSchema(raw)) {
-    problems.push(...schemaProblems(validateSchema.errors ?? []));
-    throw new ConfigError(file, problems);
-  }
+  const valid = validateSchema(raw);
+  if (!valid) problems.push(...schemaProblems(validateSchema.errors ?? []));
   const config = deepFreeze({ ...raw, source: file }) as Config;
-  problems.push(...structuralProblems(config));
-  for (const check of options.checks ?? []) problems.push(...check(config));
+  // Report every problem at once: the semantic checks run even when the
+  // schema failed, as far as the shapes they read allow.
+  for (const check of [structuralProblems, ...(options.checks ?? [])]) {
+    try {
+      problems.push(...check(config));
+    } catch (err) {
+      if (valid) throw err;
+    }
+  }
   if (problems.length > 0) throw new ConfigError(file, problems);
   return config;
 }

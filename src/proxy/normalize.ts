@@ -19,6 +19,26 @@ const DEL = 0x7f;
 
 const HEX_UPPER = '0123456789ABCDEF';
 
+// Per-byte classification for the single scan in normalizePath.
+const K_PLAIN = 0;
+const K_SLOW = 1; // '%' or ';': needs the rewriting pass
+const K_CONTROL = 2;
+const K_SPACE = 3;
+const K_BACKSLASH = 4;
+const K_QUERY_OR_FRAGMENT = 5;
+const K_DOT = 6;
+const K_NON_BYTE = 7;
+const CHAR_KIND = new Uint8Array(256);
+for (let c = 0; c < SPACE; c++) CHAR_KIND[c] = K_CONTROL;
+CHAR_KIND[DEL] = K_CONTROL;
+CHAR_KIND[SPACE] = K_SPACE;
+CHAR_KIND[PERCENT] = K_SLOW;
+CHAR_KIND[SEMICOLON] = K_SLOW;
+CHAR_KIND[BACKSLASH] = K_BACKSLASH;
+CHAR_KIND[QUESTION] = K_QUERY_OR_FRAGMENT;
+CHAR_KIND[HASH] = K_QUERY_OR_FRAGMENT;
+CHAR_KIND[DOT] = K_DOT;
+
 function refuse(reason: string): NormalizeResult {
   return { ok: false, reason };
 }
@@ -49,13 +69,18 @@ function isUnreserved(c: number): boolean {
  * (Tomcat-style '..;foo'). Every piece between separators is checked.
  */
 function hidesDotSegment(decoded: string): boolean {
+  // Single pass (linear even for many %2F pieces): `end` is where the piece's
+  // name stops, i.e. the first ';' or the separator.
   let start = 0;
+  let end = -1;
   for (let i = 0; i <= decoded.length; i++) {
     const c = i < decoded.length ? decoded.charCodeAt(i) : SLASH;
+    if (c === SEMICOLON) {
+      if (end === -1) end = i;
+      continue;
+    }
     if (c !== SLASH && c !== BACKSLASH) continue;
-    let end = i;
-    const semi = decoded.indexOf(';', start);
-    if (semi !== -1 && semi < end) end = semi;
+    if (end === -1) end = i;
     const n = end - start;
     if (
       (n === 1 && decoded.charCodeAt(start) === DOT) ||
@@ -64,6 +89,7 @@ function hidesDotSegment(decoded: string): boolean {
       return true;
     }
     start = i + 1;
+    end = -1;
   }
   return false;
 }
@@ -91,22 +117,25 @@ export function normalizePath(rawPath: string): NormalizeResult {
   let needsSlowPath = false;
   for (let i = 0; i < len; i++) {
     const c = rawPath.charCodeAt(i);
-    if (c < SPACE || c === DEL) return refuse('control character in path');
-    if (c === SPACE) return refuse('space in path');
-    if (c > 0xff) return refuse('non-byte character in path');
-    switch (c) {
-      case PERCENT:
-      case SEMICOLON:
+    const kind = c < 0x100 ? CHAR_KIND[c] : K_NON_BYTE;
+    if (kind === K_PLAIN) continue;
+    switch (kind) {
+      case K_SLOW:
         needsSlowPath = true;
         break;
-      case BACKSLASH:
+      case K_CONTROL:
+        return refuse('control character in path');
+      case K_SPACE:
+        return refuse('space in path');
+      case K_NON_BYTE:
+        return refuse('non-byte character in path');
+      case K_BACKSLASH:
         // Some upstreams (IIS, some Java/Windows stacks) treat '\' as '/'.
         return refuse('backslash in path');
-      case QUESTION:
-      case HASH:
+      case K_QUERY_OR_FRAGMENT:
         // splitTarget removes the query; a fragment is never part of a target.
         return refuse('"?" or "#" in path');
-      case DOT:
+      case K_DOT:
         // Without '%' or ';' a dot segment can only be a literal '.' or '..'.
         if (rawPath.charCodeAt(i - 1) === SLASH) {
           const next = i + 1 < len ? rawPath.charCodeAt(i + 1) : SLASH;

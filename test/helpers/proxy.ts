@@ -1,0 +1,58 @@
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { stringify } from 'yaml';
+import type { DecisionRecord } from '../../src/audit/record.js';
+import { createResidencyProxy, parseConfigText, type ResidencyProxy } from '../../src/server.js';
+
+export interface RunningProxy {
+  /** http://127.0.0.1:PORT of the data plane. */
+  url: string;
+  port: number;
+  adminUrl: string;
+  app: ResidencyProxy;
+  logFile: string;
+  /** Decision records written so far, parsed. */
+  decisions(): DecisionRecord[];
+  /** The raw decision log text (for grepping secrets). */
+  decisionLogText(): string;
+  close(): Promise<void>;
+}
+
+/**
+ * Start the real proxy in-process on loopback, ports chosen by the OS, with
+ * its decision log in a fresh temp directory. `config` is the YAML document
+ * as an object; listen/admin/decision_log are filled in.
+ */
+export async function startProxy(config: Record<string, unknown>): Promise<RunningProxy> {
+  const dir = mkdtempSync(join(tmpdir(), 'residency-proxy-test-'));
+  const logFile = join(dir, 'decisions.log');
+  const doc = {
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    decision_log: { path: logFile },
+    ...config,
+  };
+  const parsed = parseConfigText(stringify(doc), 'test.yaml');
+  const app = createResidencyProxy(parsed, { logger: pino({ level: 'silent' }), replica: 'test' });
+  const { proxy, admin } = await app.listen();
+  const readLog = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+  return {
+    url: `http://127.0.0.1:${proxy.port}`,
+    port: proxy.port,
+    adminUrl: `http://127.0.0.1:${admin.port}`,
+    app,
+    logFile,
+    decisionLogText: readLog,
+    decisions: () =>
+      readLog()
+        .split('\n')
+        .filter((l) => l.length > 0)
+        .map((l) => JSON.parse(l) as DecisionRecord),
+    async close() {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,89 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
+const EXAMPLE = new URL('../../config/example.yaml', import.meta.url).pathname;
+const DEFAULT = new URL('../../config/default.yaml', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'residency-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, PORT: '', ADMIN_PORT: '' } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('check-config', () => {
+  it('accepts the shipped example and default configs', async () => {
+    expect((await cli('check-config', '--config', EXAMPLE)).code).toBe(0);
+    expect((await cli('check-config', '--config', DEFAULT)).code).toBe(0);
+  });
+
+  it('lists every problem of a broken copy, one line each, and exits 1', async () => {
+    const broken = readFileSync(EXAMPLE, 'utf8')
+      .replace('region: us-east-1 ', 'region: us-esat-1 ')
+      .replace('allowed_jurisdictions: [US]', 'allowed_jurisdictions: [USA]')
+      .replace('upstreams: [s3-us, s3-eu', 'upstreams: [s3-us, s3-nowhere')
+      .replace('mode: monitor ', 'mode: watch ');
+    const file = join(dir, 'broken.yaml');
+    writeFileSync(file, broken);
+    const { code, stderr } = await cli('check-config', '--config', file);
+    expect(code).toBe(1);
+    const lines = stderr.trim().split('\n');
+    expect(lines).toEqual([
+      `${file}: rules[1].mode: "watch" is not allowed (expected one of enforce, monitor, warn)`,
+      `${file}: rules[0].match.upstreams[1]: names upstream "s3-nowhere", which is not configured (expected one of s3-us, s3-eu, azure-us, gcs-eu, files)`,
+      `${file}: allowed_jurisdictions[0]: "USA" is not an ISO 3166-1 alpha-2 code (expected a two-letter country code such as US, DE, IE)`,
+      `${file}: upstreams[0].region: unknown region "us-esat-1" (expected a cloud region id such as us-east-1, europe-west3 or eastus)`,
+    ]);
+  });
+
+  it('usage errors exit 2 and --help exits 0', async () => {
+    expect((await cli('check-config')).code).toBe(2);
+    expect((await cli('frobnicate')).code).toBe(2);
+    const help = await cli('explain', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/Usage: residency-proxy explain/);
+  });
+});
+
+describe('explain', () => {
+  it('prints the decision with every signal, as JSON, sending nothing', async () => {
+    const { code, stdout } = await cli('explain', '--config', DEFAULT, 'PUT', 'http://127.0.0.1:8080/eu/demo-bucket/k?X-Amz-Signature=deadbeefcafe');
+    expect(code).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(report.route).toMatchObject({ upstream: 'demo-eu', provider: 's3', forward_path: '/demo-bucket/k' });
+    expect(report.operation).toBe('write');
+    expect(report.location).toEqual({
+      jurisdictions: ['IE'],
+      region: 'eu-west-1',
+      signals: [{ source: 'declared', value: 'eu-west-1', jurisdiction: 'IE', region: 'eu-west-1' }],
+    });
+    expect(report.decision).toEqual({ action: 'block', effective: 'refused', rule: 'user-data-writes', mode: 'enforce', reason: 'jurisdiction_not_allowed', status: 403 });
+    expect(report.request.query_parameters).toEqual(['X-Amz-Signature']);
+    expect(stdout).not.toContain('deadbeefcafe');
+  });
+
+  it('has a text format for people and takes a Host header', async () => {
+    const { code, stdout } = await cli('explain', '--config', DEFAULT, 'GET', '/us/demo-bucket/k', '-H', 'Host: proxy.local', '--format', 'text');
+    expect(code).toBe(0);
+    expect(stdout).toContain('route      → upstream demo-us (s3)');
+    expect(stdout).toContain('signal declared: us-east-1 → US');
+    expect(stdout).toContain('decision   → ALLOW by rule (none) in enforce mode: read_allowed');
+  });
+
+  it('explains a request refused before any decision', async () => {
+    const { code, stdout } = await cli('explain', '--config', DEFAULT, 'PUT', 'http://h/elsewhere');
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout).outcome).toMatchObject({ status: 404, code: 'no_route' });
+  });
+});

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { errorResponse } from '../../src/proxy/refuse.js';
+
+const details = {
+  status: 403,
+  code: 'jurisdiction_not_allowed',
+  title: 'Write refused by residency policy',
+  detail: 'rule "user-data" does not allow IE <&> (jurisdiction_not_allowed); decision id abc',
+  decisionId: 'abc',
+  resource: '/bucket/key',
+};
+
+describe('refusals in the provider format', () => {
+  it('S3: XML AccessDenied, escaped, with the decision id as RequestId', () => {
+    const r = errorResponse('s3', details);
+    expect(r.status).toBe(403);
+    expect(r.headers['content-type']).toBe('application/xml');
+    expect(r.body).toMatch(/^<\?xml version="1.0" encoding="UTF-8"\?>\n<Error><Code>AccessDenied<\/Code><Message>rule &#34;user-data&#34; does not allow IE &#60;&#38;&#62;/);
+    expect(r.body).toContain('<Resource>/bucket/key</Resource><RequestId>abc</RequestId>');
+  });
+
+  it('Azure: XML AuthorizationFailure and x-ms-error-code', () => {
+    const r = errorResponse('azure', details);
+    expect(r.headers['x-ms-error-code']).toBe('AuthorizationFailure');
+    expect(r.headers['x-ms-request-id']).toBe('abc');
+    expect(r.body).toContain('<Code>AuthorizationFailure</Code>');
+    expect(r.body).toContain('RequestId:abc');
+  });
+
+  it('GCS: JSON error with code 403', () => {
+    const r = errorResponse('gcs', details);
+    const body = JSON.parse(r.body);
+    expect(body.error.code).toBe(403);
+    expect(body.error.message).toBe(details.detail);
+    expect(body.error.errors[0].reason).toBe('forbidden');
+  });
+
+  it('generic: RFC 9457 problem+json', () => {
+    const r = errorResponse('generic', { ...details, extra: { rule: 'user-data' } });
+    expect(r.headers['content-type']).toBe('application/problem+json');
+    expect(JSON.parse(r.body)).toEqual({
+      type: 'https://residency-proxy.dev/problems/jurisdiction_not_allowed',
+      title: 'Write refused by residency policy',
+      status: 403,
+      detail: details.detail,
+      instance: '/bucket/key',
+      decision_id: 'abc',
+      rule: 'user-data',
+    });
+  });
+
+  it('upstream failures keep the provider format', () => {
+    expect(errorResponse('s3', { ...details, status: 504, code: 'upstream_timeout' }).body).toContain('<Code>GatewayTimeout</Code>');
+    expect(errorResponse('azure', { ...details, status: 503, code: 'x' }).headers['x-ms-error-code']).toBe('ServerBusy');
+  });
+});
