@@ -1,4 +1,5 @@
-import { loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
+import { dirname, resolve } from 'node:path';
+import { ConfigError, loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
 import { locationProblems } from './location/signals.js';
 import { compilePolicy, policyProblems } from './policy/engine.js';
 import { Planner } from './proxy/plan.js';
@@ -22,8 +23,34 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
   return parseConfig(text, file, { env, checks: CONFIG_CHECKS });
 }
 
+/** A config and, when it names one, its shadow policy. */
+export interface LoadedPolicy {
+  readonly config: Config;
+  readonly shadow: Config | null;
+}
+
+/**
+ * Load a config and the shadow policy it references (a path relative to the
+ * config file). The shadow's rules must name upstreams of the main config.
+ */
+export function loadPolicy(file: string, env: NodeJS.ProcessEnv = {}): LoadedPolicy {
+  const config = loadConfig(file, env);
+  if (config.shadow_policy === undefined) return { config, shadow: null };
+  const shadowFile = resolve(dirname(file), config.shadow_policy);
+  const shadow = loadConfig(shadowFile);
+  const known = new Set(config.upstreams.map((u) => u.name));
+  const problems = shadow.rules.flatMap((r, i) =>
+    (r.match?.upstreams ?? [])
+      .map((u, j) => ({ u, j }))
+      .filter(({ u }) => !known.has(u))
+      .map(({ u, j }) => ({ path: `rules[${i}].match.upstreams[${j}]`, message: `names upstream "${u}", which the active config (${file}) does not have` })),
+  );
+  if (problems.length > 0) throw new ConfigError(shadowFile, problems);
+  return { config, shadow };
+}
+
 /** Compile the parts of a config the data plane and `explain` use. */
-export function buildPlanner(config: Config): Planner {
-  return new Planner(compileUpstreams(config), compilePolicy(config));
+export function buildPlanner(config: Config, shadow: Config | null = null, now: () => number = Date.now): Planner {
+  return new Planner(compileUpstreams(config), compilePolicy(config), shadow === null ? null : compilePolicy(shadow), now);
 }
 

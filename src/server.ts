@@ -7,11 +7,11 @@ import { startDemoUpstream } from './demo/upstream.js';
 import { createFileSink } from './audit/file-sink.js';
 import type { DecisionSink } from './audit/record.js';
 import type { Config } from './config/load.js';
-import { buildPlanner } from './load.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
 import { buildProxyApp } from './proxy/app.js';
 import { Forwarder } from './proxy/forward.js';
 import type { Planner } from './proxy/plan.js';
+import { PolicyStore } from './reload.js';
 
 export { buildPlanner, loadConfig, parseConfigText, CONFIG_CHECKS } from './load.js';
 
@@ -21,6 +21,14 @@ export interface ResidencyProxyOptions {
   replica?: string;
   /** Decision sink; default: the file (or stdout) named by decision_log.path. */
   sink?: DecisionSink;
+  /** The shadow policy the config names, already loaded (see loadPolicy). */
+  shadow?: Config | null;
+  /** Reload the policy when its file changes (serve does; tests opt in). */
+  watch?: boolean;
+  /** Environment for overrides when the policy is reloaded. */
+  env?: NodeJS.ProcessEnv;
+  /** Clock for exception expiry. */
+  now?: () => number;
 }
 
 export interface ResidencyProxy {
@@ -30,6 +38,8 @@ export interface ResidencyProxy {
   readonly metrics: Metrics;
   readonly logger: Logger;
   planner(): Planner;
+  /** The policy lifecycle: status, reload. */
+  readonly policy: PolicyStore;
   /** Bind both listeners; returns their addresses. */
   listen(): Promise<{ proxy: AddressInfo; admin: AddressInfo }>;
   /** Stop accepting, let in-flight requests finish, close the log. */
@@ -46,13 +56,34 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   const replica = options.replica ?? hostname();
 
   const sink = options.sink ?? createFileSink({ path: config.decision_log.path, replica, onError: (err) => logger.error({ err: err.message }, 'decision log write failed') });
-  const planner = buildPlanner(config);
+  const policy = new PolicyStore(
+    {
+      file: config.source,
+      env: options.env ?? {},
+      ...(options.now ? { now: options.now } : {}),
+      onReload(attempt, current) {
+        metrics.policyReloads.inc({ result: attempt.ok ? 'success' : 'failure' });
+        if (attempt.ok) {
+          metrics.policyInfo.reset();
+          metrics.policyInfo.set({ hash: current.policy.hash }, 1);
+          logger.info({ trigger: attempt.trigger, policy: current.policy.hash, restart_required: attempt.restartRequired }, 'policy reloaded');
+          if (attempt.restartRequired.length > 0) {
+            logger.warn({ keys: attempt.restartRequired }, 'changed settings take effect only after a restart');
+          }
+        } else {
+          for (const problem of attempt.problems) logger.error({ trigger: attempt.trigger, problem }, 'policy reload failed; keeping the last good policy');
+        }
+      },
+    },
+    { config, shadow: options.shadow ?? null },
+  );
+  const planner = () => policy.current();
   metrics.policyReloads.inc({ result: 'success' });
-  metrics.policyInfo.set({ hash: planner.policy.hash }, 1);
-  const forwarder = new Forwarder(planner.upstreams);
+  metrics.policyInfo.set({ hash: planner().policy.hash }, 1);
+  const forwarder = new Forwarder(planner().upstreams);
 
   const proxy = buildProxyApp({
-    planner: () => planner,
+    planner,
     forwarder,
     sink,
     metrics,
@@ -65,8 +96,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     logger,
     metrics,
     readiness: [
-      { name: 'config', check: () => ({ ok: true, detail: `policy ${planner.policy.hash.slice(0, 12)} from ${config.source}` }) },
-      { name: 'upstreams', check: () => ({ ok: planner.upstreams.length > 0, detail: `${planner.upstreams.length} configured` }) },
+      { name: 'config', check: () => ({ ok: true, detail: `policy ${planner().policy.hash.slice(0, 12)} from ${config.source}` }) },
+      { name: 'upstreams', check: () => ({ ok: planner().upstreams.length > 0, detail: `${planner().upstreams.length} configured` }) },
       { name: 'decision_log', check: () => (sink.healthy() ? { ok: true } : { ok: false, detail: 'decision log is not writable' }) },
     ],
   });
@@ -78,7 +109,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     admin,
     metrics,
     logger,
-    planner: () => planner,
+    planner,
+    policy,
     async listen() {
       if (config.demo_upstream) {
         const demo = await startDemoUpstream(config.demo_upstream.host, config.demo_upstream.port);
@@ -87,9 +119,11 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       }
       await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
       await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
+      if (options.watch) policy.watch();
       return { proxy: proxy.server.address() as AddressInfo, admin: admin.server.address() as AddressInfo };
     },
     async close() {
+      policy.close();
       // Fastify stops accepting, closes idle keep-alive connections and waits
       // for in-flight requests; past the grace period the rest are cut.
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.limits.shutdown_grace_ms);

@@ -1,9 +1,12 @@
-import { loadOrReport, parse, UsageError, withUsage } from './args.js';
+import { expiredExceptions } from '../policy/engine.js';
+import { loadPolicyOrReport, parse, UsageError, withUsage } from './args.js';
 
 const USAGE = `Usage: residency-proxy check-config --config FILE
 
 Validates FILE. Exit 0 when valid; otherwise exit 1 and print one line per
-problem: FILE: path.in.file: what is wrong (expected …).`;
+problem: FILE: path.in.file: what is wrong (expected …). A shadow_policy
+file is checked too. Exceptions past their expiry are reported as warnings
+(they no longer apply; remove them).`;
 
 export function checkConfigCommand(args: string[]): Promise<number> {
   return withUsage(USAGE, async () => {
@@ -14,9 +17,12 @@ export function checkConfigCommand(args: string[]): Promise<number> {
     }
     const file = values.config ?? positionals[0];
     if (!file) throw new UsageError('check-config needs --config FILE');
-    const config = loadOrReport(file);
-    if (!config) return 1;
-    console.log(`${file}: ok (${config.upstreams.length} upstreams, ${config.rules.length} rules)`);
+    const loaded = loadPolicyOrReport(file);
+    if (!loaded) return 1;
+    const { config } = loaded;
+    for (const expired of expiredExceptions(config, Date.now())) console.error(`${file}: warning: exception ${expired} no longer applies`);
+    const shadow = loaded.shadow ? `, shadow policy ${config.shadow_policy}` : '';
+    console.log(`${file}: ok (${config.upstreams.length} upstreams, ${config.rules.length} rules, ${config.exceptions.length} exceptions${shadow})`);
     return 0;
   });
 }

@@ -8,6 +8,8 @@ Usage:
   residency-proxy serve [--config FILE]
   residency-proxy check-config --config FILE
   residency-proxy explain --config FILE METHOD URL [-H 'K: V']… [--format json|text]
+  residency-proxy policy test FILE… [--format text|junit]
+  residency-proxy policy diff --log FILE… --candidate NEW.yaml [--current OLD.yaml] [--allow-loosening]
 
 Run 'residency-proxy COMMAND --help' for a command's options.`;
 
@@ -16,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<(args: string[]) => Promise<number>
   serve: async () => (await import('./serve.js')).serveCommand,
   'check-config': async () => (await import('./check-config.js')).checkConfigCommand,
   explain: async () => (await import('./explain.js')).explainCommand,
+  policy: async () => (await import('./policy.js')).policyCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

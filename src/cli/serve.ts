@@ -1,10 +1,11 @@
 import { createResidencyProxy } from '../server.js';
-import { defaultConfigPath, loadOrReport, parse, withUsage } from './args.js';
+import { defaultConfigPath, loadPolicyOrReport, parse, withUsage } from './args.js';
 
 const USAGE = `Usage: residency-proxy serve [--config FILE]
 
 Runs the proxy. Config: --config, else $RESIDENCY_CONFIG, else the shipped
 config/default.yaml. PORT, ADMIN_PORT and LOG_LEVEL override the file.
+The policy reloads when the file changes and on SIGHUP.
 SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0.`;
 
 export function serveCommand(args: string[]): Promise<number> {
@@ -15,10 +16,10 @@ export function serveCommand(args: string[]): Promise<number> {
       return 0;
     }
     const file = values.config ?? process.env.RESIDENCY_CONFIG ?? defaultConfigPath();
-    const config = loadOrReport(file);
-    if (!config) return 1;
+    const loaded = loadPolicyOrReport(file);
+    if (!loaded) return 1;
 
-    const app = createResidencyProxy(config);
+    const app = createResidencyProxy(loaded.config, { shadow: loaded.shadow, watch: true, env: process.env });
     const { proxy, admin } = await app.listen();
     app.logger.info(
       { proxy: `${proxy.address}:${proxy.port}`, admin: `${admin.address}:${admin.port}`, config: file, policy: app.planner().policy.hash },
@@ -41,6 +42,8 @@ export function serveCommand(args: string[]): Promise<number> {
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
+      // SIGHUP reloads the policy; a bad file keeps the last good one (logged and counted).
+      process.on('SIGHUP', () => app.policy.reload('SIGHUP'));
     });
   });
 }

@@ -91,10 +91,54 @@ const Rule = Type.Object(
   { additionalProperties: false },
 );
 
+const Exception = Type.Object(
+  {
+    name: Type.String({ minLength: 1 }),
+    match: Type.Object(
+      {
+        upstreams: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+        buckets: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+        paths: Type.Optional(Type.Array(Type.String({ pattern: '^/' }), { minItems: 1 })),
+        principals: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'access key ids' })),
+        operations: Type.Optional(Type.Array(Operation, { minItems: 1 })),
+        methods: Type.Optional(Type.Array(Method, { minItems: 1 })),
+      },
+      { additionalProperties: false },
+    ),
+    action: OneOf(['allow', 'block'] as const),
+    expires: Type.String({ description: 'an RFC 3339 timestamp, e.g. 2026-12-31T23:59:59Z' }),
+    ticket: Type.String({ minLength: 1 }),
+    reason: Type.String({ minLength: 1 }),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigSchema = Type.Object(
   {
     listen: Listen('0.0.0.0', 8080),
-    admin: Listen('127.0.0.1', 9464),
+    // The admin listener. Tokens are named by file or environment variable,
+    // never written here: config files end up in repositories and ConfigMaps.
+    // Cross-field rules (a non-loopback bind needs a token) are in admin/config.ts.
+    admin: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1' }),
+        port: Type.Optional(Port),
+        token_file: Type.Optional(Type.String({ minLength: 1, description: 'a file holding the admin bearer token' })),
+        token_env: Type.Optional(Type.String({ minLength: 1, description: 'the name of an environment variable holding the admin bearer token' })),
+        metrics_token_file: Type.Optional(Type.String({ minLength: 1, description: 'a file holding the /metrics scrape token' })),
+        metrics_token_env: Type.Optional(Type.String({ minLength: 1, description: 'the name of an environment variable holding the /metrics scrape token' })),
+        tls: Type.Optional(
+          Type.Object(
+            {
+              cert_file: Type.String({ minLength: 1, description: 'a PEM certificate (chain) file' }),
+              key_file: Type.String({ minLength: 1, description: 'a PEM private key file' }),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+      },
+      { additionalProperties: false, default: { host: '127.0.0.1', port: 9464 } },
+    ),
     allowed_jurisdictions: Type.Array(Jurisdiction, { minItems: 1, default: ['US'] }),
     mode: OneOf(MODES, { default: 'enforce' }),
     unknown_location: OneOf(['block', 'allow'] as const, { default: 'block' }),
@@ -139,13 +183,29 @@ export const ConfigSchema = Type.Object(
           servers: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
           min_ttl: Type.Number({ minimum: 0, default: 5 }),
           max_ttl: Type.Number({ minimum: 0, default: 300 }),
+          // How long the last good answer is served after it expired while resolution fails; then fail closed.
+          grace_seconds: Type.Number({ minimum: 0, default: 60 }),
         },
         { additionalProperties: false },
       ),
     ),
-    networks: Type.Optional(Type.Record(Type.String(), Jurisdiction)),
+    networks: Type.Optional(
+      Type.Record(
+        Type.String(),
+        Type.Union([
+          Jurisdiction,
+          Type.Object(
+            { jurisdiction: Jurisdiction, region: Type.Optional(Type.String({ minLength: 1, description: 'a cloud region id' })) },
+            { additionalProperties: false },
+          ),
+        ], { description: 'an ISO 3166-1 alpha-2 code, or { jurisdiction, region }' }),
+        { description: 'site CIDR → ISO code or { jurisdiction, region }' },
+      ),
+    ),
     upstreams: Type.Array(Upstream, { minItems: 1 }),
     rules: Type.Array(Rule, { default: [] }),
+    exceptions: Type.Array(Exception, { default: [] }),
+    shadow_policy: Type.Optional(Type.String({ minLength: 1, description: 'a config file whose policy is evaluated beside the active one' })),
   },
   { additionalProperties: false },
 );
@@ -154,6 +214,7 @@ export const ConfigSchema = Type.Object(
 export type RawConfig = Static<typeof ConfigSchema>;
 export type RawUpstream = Static<typeof Upstream>;
 export type RawRule = Static<typeof Rule>;
+export type RawException = Static<typeof Exception>;
 export type Mode = (typeof MODES)[number];
 export type Operation = (typeof OPERATIONS)[number];
 export type Provider = (typeof PROVIDERS)[number];

@@ -16,6 +16,8 @@ export const REASONS = [
   'unknown_location',
   'location_conflict',
   'read_allowed',
+  'exception_allowed',
+  'exception_blocked',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -26,8 +28,19 @@ export interface RequestFacts {
   readonly upstream: string;
   readonly operation: Operation;
   readonly method: string;
-  /** Normalised path as forwarded, without the query string. */
+  /** Normalised path relative to the upstream, without the query string. */
   readonly path: string;
+  /** Bucket or container, when the request names one. */
+  readonly bucket?: string | null;
+  /** The caller's access key id (SigV4 credential), when known. */
+  readonly principal?: string | null;
+}
+
+/** An exception that changed a decision, as the record names it. */
+export interface AppliedException {
+  readonly name: string;
+  readonly ticket: string;
+  readonly expires: string;
 }
 
 export interface Decision {
@@ -40,6 +53,8 @@ export interface Decision {
   readonly jurisdictions: readonly string[];
   /** What the proxy does: a block in enforce mode is refused; everything else is forwarded. */
   readonly effective: 'forwarded' | 'refused';
+  /** Set when an exception changed the decision the rules alone would take. */
+  readonly exception?: AppliedException;
 }
 
 interface CompiledRule {
@@ -53,11 +68,23 @@ interface CompiledRule {
   readonly unknownAllowed: boolean;
 }
 
+interface CompiledException extends AppliedException {
+  readonly action: 'allow' | 'block';
+  readonly expiresAt: number;
+  readonly upstreams: ReadonlySet<string> | null;
+  readonly buckets: ReadonlySet<string> | null;
+  readonly paths: readonly RegExp[] | null;
+  readonly principals: ReadonlySet<string> | null;
+  readonly operations: ReadonlySet<Operation> | null;
+  readonly methods: ReadonlySet<string> | null;
+}
+
 export interface Policy {
   /** SHA-256 over the canonical policy-relevant configuration, hex. */
   readonly hash: string;
   readonly rules: readonly CompiledRule[];
   readonly fallback: CompiledRule;
+  readonly exceptions: readonly CompiledException[];
 }
 
 /** Compile the rules once at load. */
@@ -84,12 +111,50 @@ export function compilePolicy(config: Config): Policy {
       unknownAllowed: (r.unknown_location ?? config.unknown_location) === 'allow',
     }),
   );
-  return Object.freeze({ hash: policyHash(config), rules, fallback });
+  const exceptions = config.exceptions.map(
+    (e): CompiledException => ({
+      name: e.name,
+      ticket: e.ticket,
+      expires: e.expires,
+      action: e.action,
+      expiresAt: Date.parse(e.expires),
+      upstreams: e.match.upstreams ? new Set(e.match.upstreams) : null,
+      buckets: e.match.buckets ? new Set(e.match.buckets) : null,
+      paths: e.match.paths ? e.match.paths.map(compileGlob) : null,
+      principals: e.match.principals ? new Set(e.match.principals) : null,
+      operations: e.match.operations ? new Set(e.match.operations) : null,
+      methods: e.match.methods ? new Set(e.match.methods) : null,
+    }),
+  );
+  return Object.freeze({ hash: policyHash(config), rules, fallback, exceptions });
+}
+
+/** RFC 3339 with a zone, as exceptions' `expires` must be. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$/;
+
+/** Exceptions past their expiry at `now`: check-config warns, a metric counts them. */
+export function expiredExceptions(config: Config, now: number): string[] {
+  return config.exceptions.filter((e) => Date.parse(e.expires) <= now).map((e) => `${e.name} (expired ${e.expires}, ticket ${e.ticket})`);
 }
 
 /** Problems the compiler can see that the schema cannot (for check-config). */
 export function policyProblems(config: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
+  const upstreams = new Set(config.upstreams.map((u) => u.name));
+  config.exceptions.forEach((e, i) => {
+    if (!RFC3339.test(e.expires) || Number.isNaN(Date.parse(e.expires))) {
+      problems.push({ path: `exceptions[${i}].expires`, message: `"${e.expires}" is not a timestamp`, expected: 'RFC 3339, e.g. 2026-12-31T23:59:59Z' });
+    }
+    if (config.exceptions.findIndex((x) => x.name === e.name) !== i) {
+      problems.push({ path: `exceptions[${i}].name`, message: `"${e.name}" is used twice`, expected: 'a unique name' });
+    }
+    e.match.upstreams?.forEach((u, j) => {
+      if (!upstreams.has(u)) problems.push({ path: `exceptions[${i}].match.upstreams[${j}]`, message: `names upstream "${u}", which is not configured` });
+    });
+    if (Object.keys(e.match).length === 0) {
+      problems.push({ path: `exceptions[${i}].match`, message: 'matches every request', expected: 'a narrow match: upstreams, buckets, paths or principals' });
+    }
+  });
   config.rules.forEach((r, i) => {
     r.match?.paths?.forEach((p, j) => {
       if (p.includes('***')) problems.push({ path: `rules[${i}].match.paths[${j}]`, message: `"${p}" has "***"`, expected: 'a glob using * and **' });
@@ -98,7 +163,43 @@ export function policyProblems(config: Config): ConfigProblem[] {
   return problems;
 }
 
-export function decide(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[]): Decision {
+/**
+ * Decide one request. `now` is injectable so exception expiry is testable
+ * without sleeping; an expired exception stops applying on its own.
+ */
+export function decide(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[], now = Date.now()): Decision {
+  const base = decideByRules(policy, facts, jurisdictions);
+  if (policy.exceptions.length === 0) return base;
+  const exception = matchException(policy, facts, now);
+  if (exception === null || exception.action === base.action) return base;
+  const mode = base.mode;
+  const effective = exception.action === 'block' && mode === 'enforce' ? 'refused' : 'forwarded';
+  return {
+    action: exception.action,
+    rule: base.rule ?? DEFAULT_RULE,
+    mode,
+    reason: exception.action === 'allow' ? 'exception_allowed' : 'exception_blocked',
+    jurisdictions,
+    effective,
+    exception: { name: exception.name, ticket: exception.ticket, expires: exception.expires },
+  };
+}
+
+function matchException(policy: Policy, facts: RequestFacts, now: number): CompiledException | null {
+  for (const e of policy.exceptions) {
+    if (e.expiresAt <= now) continue;
+    if (e.upstreams !== null && !e.upstreams.has(facts.upstream)) continue;
+    if (e.operations !== null && !e.operations.has(facts.operation)) continue;
+    if (e.methods !== null && !e.methods.has(facts.method)) continue;
+    if (e.buckets !== null && (facts.bucket == null || !e.buckets.has(facts.bucket))) continue;
+    if (e.principals !== null && (facts.principal == null || !e.principals.has(facts.principal))) continue;
+    if (e.paths !== null && !e.paths.some((re) => re.test(facts.path))) continue;
+    return e;
+  }
+  return null;
+}
+
+function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[]): Decision {
   const rule = matchRule(policy, facts);
   if (rule === null) {
     return { action: 'allow', rule: null, mode: policy.fallback.mode, reason: 'read_allowed', jurisdictions, effective: 'forwarded' };
@@ -155,6 +256,7 @@ function policyHash(config: Config): string {
       classify: u.classify,
     })),
     rules: config.rules,
+    exceptions: config.exceptions,
   };
   return createHash('sha256').update(canonicalJson(relevant)).digest('hex');
 }

@@ -1,6 +1,6 @@
 import type { Operation } from '../config/schema.js';
 import { bucketOf } from '../location/bucket.js';
-import type { Location } from '../location/signals.js';
+import { toLocation, type Location, type Signal } from '../location/signals.js';
 import { decide, type Decision, type Policy } from '../policy/engine.js';
 import { compileClassifier, type Classifier } from './classify.js';
 import { normalizePath, splitTarget } from './normalize.js';
@@ -17,6 +17,11 @@ export interface RequestInput {
   target: string;
   /** The Host header (validated by hygiene in the proxy). */
   host: string;
+  /**
+   * Location facts to assume instead of looking them up (policy tests): these
+   * signals replace the declared ones when `replaceDeclared` is set, else add to them.
+   */
+  assume?: { signals: readonly Signal[]; replaceDeclared: boolean };
 }
 
 export type Plan =
@@ -30,6 +35,8 @@ export type Plan =
       readonly bucket: string | null;
       readonly location: Location;
       readonly decision: Decision;
+      /** The shadow policy's decision, when one is configured and it decided differently. */
+      readonly shadow: Decision | null;
     };
 
 /** Everything a plan needs, compiled once per policy load. */
@@ -40,6 +47,10 @@ export class Planner {
   constructor(
     readonly upstreams: readonly Upstream[],
     readonly policy: Policy,
+    /** A candidate policy evaluated beside the active one, never acted on. */
+    readonly shadowPolicy: Policy | null = null,
+    /** Injectable clock for exception expiry. */
+    private readonly now: () => number = Date.now,
   ) {
     this.router = new Router(upstreams);
     for (const u of upstreams) this.classifiers.set(u.name, compileClassifier(u.provider, u.classify));
@@ -59,12 +70,18 @@ export class Planner {
     const { upstream, upstreamPath } = route;
     const operation = this.classifiers.get(upstream.name)!(input.method, upstreamPath, query);
     const bucket = bucketOf(upstream.provider, upstreamPath, hostname, upstream.routeHost, upstream.accountInPath);
-    const location = upstream.declared.forBucket(bucket);
-    const decision = decide(
-      this.policy,
-      { upstream: upstream.name, operation, method: input.method, path: upstreamPath },
-      location.jurisdictions,
-    );
-    return { kind: 'decided', route, path, query, operation, bucket, location, decision };
+    let location = upstream.declared.forBucket(bucket);
+    if (input.assume) {
+      location = toLocation(input.assume.replaceDeclared ? input.assume.signals : [...location.signals, ...input.assume.signals]);
+    }
+    const facts = { upstream: upstream.name, operation, method: input.method, path: upstreamPath, bucket };
+    const now = this.policy.exceptions.length > 0 || this.shadowPolicy !== null ? this.now() : 0;
+    const decision = decide(this.policy, facts, location.jurisdictions, now);
+    let shadow: Decision | null = null;
+    if (this.shadowPolicy !== null) {
+      const candidate = decide(this.shadowPolicy, facts, location.jurisdictions, now);
+      if (candidate.action !== decision.action || candidate.rule !== decision.rule || candidate.reason !== decision.reason) shadow = candidate;
+    }
+    return { kind: 'decided', route, path, query, operation, bucket, location, decision, shadow };
   }
 }

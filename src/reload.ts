@@ -1,0 +1,173 @@
+import { createHash } from 'node:crypto';
+import { watch, readFileSync, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { ConfigError, formatProblem, type Config } from './config/load.js';
+import { buildPlanner, loadPolicy, type LoadedPolicy } from './load.js';
+import type { Planner } from './proxy/plan.js';
+
+/**
+ * The policy lifecycle: the active Planner, swapped atomically on reload.
+ * A new policy is loaded, validated and compiled off to the side; only then
+ * does it replace the old one. Requests that already took the old Planner
+ * finish under it. A failed reload keeps the last good policy.
+ */
+
+/** Keys that are bound at start-up; a change is reported, not silently ignored. */
+const RESTART_KEYS = ['listen', 'admin', 'decision_log', 'redis', 'dns', 'limits', 'demo_upstream'] as const;
+
+export interface ReloadAttempt {
+  readonly at: string;
+  readonly trigger: string;
+  readonly ok: boolean;
+  /** check-config style lines, when it failed. */
+  readonly problems: readonly string[];
+  /** Keys that changed but only take effect after a restart. */
+  readonly restartRequired: readonly string[];
+}
+
+export interface PolicyStatus {
+  readonly hash: string;
+  readonly shadowHash: string | null;
+  readonly source: string;
+  readonly loadedAt: string;
+  readonly lastAttempt: ReloadAttempt | null;
+}
+
+export interface PolicyStoreOptions {
+  file: string;
+  env?: NodeJS.ProcessEnv;
+  now?: () => number;
+  onReload?: (attempt: ReloadAttempt, planner: Planner) => void;
+  /** Polling interval backing up fs.watch (which misses some symlink swaps), ms; 0 disables. */
+  pollMs?: number;
+  debounceMs?: number;
+}
+
+export class PolicyStore {
+  private planner: Planner;
+  private loaded: LoadedPolicy;
+  private loadedAt: string;
+  private fingerprint: string;
+  private lastAttempt: ReloadAttempt | null = null;
+  private watcher: FSWatcher | null = null;
+  private shadowWatcher: FSWatcher | null = null;
+  private poll: NodeJS.Timeout | null = null;
+  private debounce: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly options: PolicyStoreOptions,
+    initial: LoadedPolicy,
+  ) {
+    this.loaded = initial;
+    this.planner = buildPlanner(initial.config, initial.shadow, options.now);
+    this.loadedAt = new Date().toISOString();
+    this.fingerprint = this.readFingerprint();
+  }
+
+  /** The planner for a new request: take it once and use it for the whole request. */
+  current(): Planner {
+    return this.planner;
+  }
+
+  config(): Config {
+    return this.loaded.config;
+  }
+
+  status(): PolicyStatus {
+    return {
+      hash: this.planner.policy.hash,
+      shadowHash: this.planner.shadowPolicy?.hash ?? null,
+      source: this.options.file,
+      loadedAt: this.loadedAt,
+      lastAttempt: this.lastAttempt,
+    };
+  }
+
+  /** Load, validate and compile the file again; swap only if all of that worked. */
+  reload(trigger: string): ReloadAttempt {
+    const at = new Date().toISOString();
+    let attempt: ReloadAttempt;
+    try {
+      const next = loadPolicy(this.options.file, this.options.env ?? {});
+      const planner = buildPlanner(next.config, next.shadow, this.options.now);
+      const restartRequired = RESTART_KEYS.filter(
+        (key) => JSON.stringify(next.config[key]) !== JSON.stringify(this.loaded.config[key]),
+      );
+      this.loaded = next;
+      this.planner = planner;
+      this.loadedAt = at;
+      attempt = { at, trigger, ok: true, problems: [], restartRequired };
+    } catch (err) {
+      const problems =
+        err instanceof ConfigError ? err.problems.map((p) => formatProblem(err.file, p)) : [`${this.options.file}: ${(err as Error).message}`];
+      attempt = { at, trigger, ok: false, problems, restartRequired: [] };
+    }
+    this.fingerprint = this.readFingerprint();
+    this.lastAttempt = attempt;
+    this.options.onReload?.(attempt, this.planner);
+    return attempt;
+  }
+
+  /**
+   * Reload on file change. Watch the directory, not the file: editors save by
+   * atomic rename and Kubernetes swaps a ConfigMap's `..data` symlink, both of
+   * which leave a watch on the old inode silent. A content fingerprint makes
+   * spurious events harmless; polling backs fs.watch up.
+   */
+  watch(): void {
+    const onEvent = () => {
+      if (this.debounce) clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => this.reloadIfChanged('file change'), this.options.debounceMs ?? 200);
+      this.debounce.unref();
+    };
+    this.watcher = watchDir(dirname(resolve(this.options.file)), onEvent);
+    const shadow = this.loaded.config.shadow_policy;
+    if (shadow !== undefined) {
+      const dir = dirname(resolve(dirname(this.options.file), shadow));
+      if (dir !== dirname(resolve(this.options.file))) this.shadowWatcher = watchDir(dir, onEvent);
+    }
+    const pollMs = this.options.pollMs ?? 5_000;
+    if (pollMs > 0) {
+      this.poll = setInterval(() => this.reloadIfChanged('poll'), pollMs);
+      this.poll.unref();
+    }
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.shadowWatcher?.close();
+    if (this.poll) clearInterval(this.poll);
+    if (this.debounce) clearTimeout(this.debounce);
+  }
+
+  private reloadIfChanged(trigger: string): void {
+    if (this.readFingerprint() !== this.fingerprint) this.reload(trigger);
+  }
+
+  /** Hash of the config and shadow files' bytes; '' for an unreadable file (a reload then reports it). */
+  private readFingerprint(): string {
+    const hash = createHash('sha256');
+    const files = [this.options.file];
+    const shadow = this.loaded.config.shadow_policy;
+    if (shadow !== undefined) files.push(resolve(dirname(this.options.file), shadow));
+    for (const f of files) {
+      try {
+        hash.update(readFileSync(f));
+      } catch {
+        hash.update(`missing:${basename(f)}`);
+      }
+    }
+    return hash.digest('hex');
+  }
+}
+
+function watchDir(dir: string, onEvent: () => void): FSWatcher | null {
+  try {
+    const w = watch(dir, { persistent: false }, onEvent);
+    w.on('error', () => w.close());
+    return w;
+  } catch {
+    // An unwatchable directory still reloads by polling and SIGHUP.
+    return null;
+  }
+}
