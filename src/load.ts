@@ -1,4 +1,5 @@
 import { dirname, resolve } from 'node:path';
+import { adminProblems } from './admin/config.js';
 import { ConfigError, loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
 import { locationProblems } from './location/signals.js';
 import { compilePolicy, policyProblems } from './policy/engine.js';
@@ -12,7 +13,7 @@ import { compileUpstreams } from './proxy/route.js';
  *
  * Checks beyond the schema that need the catalog and the policy compiler.
  */
-export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, policyProblems];
+export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, policyProblems, adminProblems];
 
 /** Load and fully validate a config file (throws ConfigError listing every problem). */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {

@@ -3,11 +3,13 @@ import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { buildAdminApp } from './admin/app.js';
+import { loadAdminSecurity } from './admin/config.js';
 import { startDemoUpstream } from './demo/upstream.js';
-import { createFileSink } from './audit/file-sink.js';
+import { createShipper } from './audit/shipper.js';
+import { openDecisionLog } from './audit/sink.js';
 import type { DecisionSink } from './audit/record.js';
 import type { Config } from './config/load.js';
-import { createMetrics, type Metrics } from './metrics/registry.js';
+import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp } from './proxy/app.js';
 import { Forwarder } from './proxy/forward.js';
 import type { Planner } from './proxy/plan.js';
@@ -52,10 +54,31 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   const logger =
     options.logger ??
     pino({ level: config.log_level }, pino.destination({ dest: config.decision_log.path === '-' ? 2 : 1, sync: false }));
-  const metrics = createMetrics();
+  const metrics = createMetrics({ version: readPackageVersion() });
+  // Admin secrets are read before anything opens: a missing token stops the start.
+  const adminSecurity = loadAdminSecurity(config, options.env ?? process.env);
   const replica = options.replica ?? hostname();
 
-  const sink = options.sink ?? createFileSink({ path: config.decision_log.path, replica, onError: (err) => logger.error({ err: err.message }, 'decision log write failed') });
+  // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.
+  const decisionLog = options.sink
+    ? { sink: options.sink, log: null }
+    : openDecisionLog(config.decision_log, {
+        replica,
+        env: options.env ?? process.env,
+        onError: (err) => logger.error({ err: err.message, code: (err as { code?: string }).code }, 'decision log write failed'),
+        onEvent: ({ level, msg, ...fields }) => logger[level](fields, msg),
+      });
+  const sink = decisionLog.sink;
+  const shipper =
+    decisionLog.log && config.redis
+      ? createShipper({
+          log: decisionLog.log,
+          redisUrl: config.redis.url,
+          streamKey: `${config.redis.key_prefix}${config.decision_log.stream.key}`,
+          maxlen: config.decision_log.stream.maxlen,
+          onEvent: ({ level, msg, ...fields }) => logger[level](fields, msg),
+        })
+      : null;
   const policy = new PolicyStore(
     {
       file: config.source,
@@ -64,8 +87,10 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       onReload(attempt, current) {
         metrics.policyReloads.inc({ result: attempt.ok ? 'success' : 'failure' });
         if (attempt.ok) {
+          forwarder.retain(current.upstreams);
           metrics.policyInfo.reset();
           metrics.policyInfo.set({ hash: current.policy.hash }, 1);
+          metrics.policyLoadedTimestamp.set(Date.parse(attempt.at) / 1000);
           logger.info({ trigger: attempt.trigger, policy: current.policy.hash, restart_required: attempt.restartRequired }, 'policy reloaded');
           if (attempt.restartRequired.length > 0) {
             logger.warn({ keys: attempt.restartRequired }, 'changed settings take effect only after a restart');
@@ -80,7 +105,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   const planner = () => policy.current();
   metrics.policyReloads.inc({ result: 'success' });
   metrics.policyInfo.set({ hash: planner().policy.hash }, 1);
-  const forwarder = new Forwarder(planner().upstreams);
+  metrics.policyLoadedTimestamp.set(Date.parse(policy.status().loadedAt) / 1000);
+  const forwarder = new Forwarder();
 
   const proxy = buildProxyApp({
     planner,
@@ -95,6 +121,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   const admin = buildAdminApp({
     logger,
     metrics,
+    security: adminSecurity,
+    policy: () => ({ ...policy.status(), config: policy.config() }),
     readiness: [
       { name: 'config', check: () => ({ ok: true, detail: `policy ${planner().policy.hash.slice(0, 12)} from ${config.source}` }) },
       { name: 'upstreams', check: () => ({ ok: planner().upstreams.length > 0, detail: `${planner().upstreams.length} configured` }) },
@@ -120,6 +148,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
       await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
       if (options.watch) policy.watch();
+      shipper?.start();
       return { proxy: proxy.server.address() as AddressInfo, admin: admin.server.address() as AddressInfo };
     },
     async close() {
@@ -137,6 +166,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       await admin.close();
       await closeDemo?.();
       await sink.close();
+      // After the seal, so the shipper drains up to the last record.
+      await shipper?.close();
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { Mode, Operation } from '../config/schema.js';
-import type { Reason } from '../policy/engine.js';
+import type { AppliedException, Reason } from '../policy/engine.js';
 import type { Signal } from '../location/signals.js';
 
 /** Version of the record format. Fields may be added, never renamed. */
@@ -18,8 +18,10 @@ export interface DecisionRecord {
   policy: string;
   upstream: string;
   method: string;
-  /** Path as forwarded, without the query string. */
+  /** Path relative to the upstream (after any route prefix is stripped), as rules match it; never the query string. */
   path: string;
+  /** Bucket or container the request addressed, when it names one. */
+  bucket: string | null;
   operation: Operation;
   target: { host: string; address: string | null };
   location: { jurisdictions: readonly string[]; region: string | null; signals: readonly Signal[] };
@@ -28,6 +30,10 @@ export interface DecisionRecord {
   decision: 'allow' | 'block';
   effective: 'forwarded' | 'refused';
   reason: Reason;
+  /** The exception that changed this decision, when one did. */
+  exception?: AppliedException;
+  /** The shadow policy's decision, when one is configured and it differed. */
+  shadow?: { policy: string; decision: 'allow' | 'block'; rule: string | null; reason: Reason };
   /** Final status the client was sent. */
   status: number;
   bytes_in: number;

@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<(args: string[]) => Promise<number>
   'check-config': async () => (await import('./check-config.js')).checkConfigCommand,
   explain: async () => (await import('./explain.js')).explainCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
+  audit: async () => (await import('./audit.js')).auditCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -143,8 +143,54 @@ export const ConfigSchema = Type.Object(
     mode: OneOf(MODES, { default: 'enforce' }),
     unknown_location: OneOf(['block', 'allow'] as const, { default: 'block' }),
     decision_log: Type.Object(
-      { path: Type.String({ minLength: 1, description: 'a file path, or "-" for stdout' }) },
-      { additionalProperties: false, default: { path: './decisions.log' } },
+      {
+        path: Type.String({
+          minLength: 1,
+          default: './decisions.log',
+          description: 'the active log file (rotated files and digests go next to it), or "-" for stdout (no fsync, rotation or seals)',
+        }),
+        flush_ms: Type.Integer({
+          minimum: 0,
+          maximum: 1000,
+          default: 2,
+          description: 'group-commit window: records are written and fsync\'d together this long after the first of a batch',
+        }),
+        fsync: Type.Boolean({
+          default: true,
+          description: 'fdatasync each batch before the response goes out (false survives a crash of the process, not of the machine)',
+        }),
+        rotate_bytes: Type.Integer({ minimum: 0, default: 134_217_728, description: 'rotate once the active file reaches this size (0: never)' }),
+        rotate_seconds: Type.Integer({
+          minimum: 0,
+          default: 86_400,
+          description: "rotate once the active file's first record is this old (0: never)",
+        }),
+        signing_key_file: Type.Optional(Type.String({ minLength: 1, description: 'PEM Ed25519 private key that signs the digests' })),
+        signing_key_env: Type.Optional(
+          Type.String({ minLength: 1, description: 'name of an environment variable holding the PEM signing key' }),
+        ),
+        client_address: OneOf(['full', 'truncate', 'hash'] as const, {
+          default: 'full',
+          description: 'how the client address is recorded: full, truncate (IPv4 /24, IPv6 /48) or hash (HMAC-SHA-256 with the salt)',
+        }),
+        client_salt_env: Type.String({
+          minLength: 1,
+          default: 'RESIDENCY_CLIENT_SALT',
+          description: 'environment variable holding the per-deployment salt for client_address: hash',
+        }),
+        fail_open: Type.Array(Operation, {
+          default: [],
+          description: 'operations still answered while the log cannot be written; their records wait in memory until it can',
+        }),
+        stream: Type.Object(
+          {
+            key: Type.String({ minLength: 1, default: 'decisions', description: 'Redis Stream key (after redis.key_prefix)' }),
+            maxlen: Type.Integer({ minimum: 1, default: 1_000_000, description: 'approximate cap on the stream length (XADD MAXLEN ~)' }),
+          },
+          { additionalProperties: false, default: {}, description: 'with redis configured, every record is also shipped to this stream' },
+        ),
+      },
+      { additionalProperties: false, default: {} },
     ),
     log_level: OneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, { default: 'info' }),
     limits: Type.Object(

@@ -108,6 +108,10 @@ export function locationProblems(config: Config): ConfigProblem[] {
     }
   });
   config.rules.forEach((r, i) => r.allow_jurisdictions?.forEach((j, k) => iso(`rules[${i}].allow_jurisdictions[${k}]`, j)));
-  for (const [cidr, j] of Object.entries(config.networks ?? {})) iso(`networks[${JSON.stringify(cidr)}]`, j);
+  for (const [cidr, site] of Object.entries(config.networks ?? {})) {
+    const at = `networks[${JSON.stringify(cidr)}]`;
+    if (typeof site === 'string') iso(at, site);
+    else iso(`${at}.jurisdiction`, site.jurisdiction);
+  }
   return problems;
 }

@@ -1,42 +1,155 @@
+import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
  * One registry per app instance (never prom-client's global one), so tests
  * and several instances in one process do not collide. Labels are a small
- * fixed set: no paths, buckets, clients or decision ids.
+ * fixed set: no paths, buckets, clients or decision ids, so the number of
+ * series is bounded by the config (upstreams, rules), never by traffic.
+ *
+ * Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
+ * counters end in `_total`, timestamps are `_timestamp_seconds` (Unix time).
  */
 export interface Metrics {
   readonly registry: Registry;
   readonly decisions: Counter<'upstream' | 'operation' | 'decision' | 'mode' | 'jurisdiction' | 'reason'>;
+  readonly shadowDecisions: Counter<'rule' | 'decision'>;
+  readonly failOpen: Counter<'reason'>;
   readonly requestDuration: Histogram<'upstream' | 'decision'>;
   readonly upstreamBytes: Counter<'upstream' | 'direction'>;
   readonly upstreamErrors: Counter<'upstream' | 'kind'>;
   readonly locationLookups: Counter<'source' | 'result'>;
   readonly policyReloads: Counter<'result'>;
   readonly policyInfo: Gauge<'hash'>;
+  readonly policyLoadedTimestamp: Gauge;
   readonly decisionLogRecords: Counter;
   readonly decisionLogErrors: Counter;
   readonly rejectedRequests: Counter<'code'>;
+  readonly adminAuthFailures: Counter<'endpoint'>;
 }
 
-/** Sub-millisecond to tens of seconds: refusals take microseconds, large uploads minutes. */
+/**
+ * Where the evidence behind decisions comes from, read at scrape time so the
+ * modules that own it need not know prom-client. Every getter is optional;
+ * a getter that is missing, returns null or throws yields no sample at all
+ * (absent, not 0: a 0 age would read as "perfectly fresh").
+ */
+export interface EvidenceSources {
+  /** When the GeoIP database in use was built, Unix seconds. */
+  geoipBuildEpoch?: () => number | null;
+  /** The `createDate` of the oldest cloud IP-range file in use, Unix seconds. */
+  ipRangesCreatedEpoch?: () => number | null;
+  /** Decision records accepted but not yet durable. */
+  decisionLogBacklog?: () => number | null;
+  /** When the decision log was last flushed to durable storage, Unix seconds. */
+  decisionLogLastFlushEpoch?: () => number | null;
+}
+
+export interface MetricsOptions {
+  /** The package version, read by the caller at startup (not here at import time). */
+  version?: string;
+  evidence?: EvidenceSources;
+  /** Wall clock in milliseconds, for the age gauges; injectable for tests. */
+  now?: () => number;
+}
+
+/**
+ * Request latency buckets, sub-millisecond to a minute: a refusal or an
+ * allowed small write through a nearby upstream takes well under a
+ * millisecond of proxy time, while a large upload streams for tens of
+ * seconds. Sixteen buckets per (upstream, decision) keeps the histogram cheap.
+ */
 export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-export function createMetrics(): Metrics {
+export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client's totals of these are gauges named `_total`, which Prometheus
+  // reserves for counters (promtool check metrics flags them). The same
+  // numbers remain as sum(nodejs_active_handles) etc. over the `type` label.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
   const registers = [registry];
-  return {
+  const evidence = options.evidence ?? {};
+  const now = options.now ?? Date.now;
+
+  /**
+   * A gauge read from a getter at scrape time. The sample is removed while
+   * the value is unknown, so "no data" is distinguishable from a real 0.
+   */
+  const sourced = (name: string, help: string, read: () => number | null) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        let value: number | null = null;
+        try {
+          value = read();
+        } catch {
+          // A broken source must not break the whole scrape; absent says "unknown".
+        }
+        if (value === null || !Number.isFinite(value)) this.remove({});
+        else this.set(value);
+      },
+    });
+  const getter = (get: (() => number | null) | undefined) => get ?? (() => null);
+  const age = (get: (() => number | null) | undefined) => () => {
+    const epoch = getter(get)();
+    return epoch === null ? null : Math.max(0, now() / 1000 - epoch);
+  };
+
+  sourced(
+    'residency_geoip_database_age_seconds',
+    'Seconds since the GeoIP database in use was built; absent when no GeoIP database is loaded. Location evidence from an old database may be wrong.',
+    age(evidence.geoipBuildEpoch),
+  );
+  sourced(
+    'residency_ip_ranges_age_seconds',
+    'Seconds since the oldest cloud provider IP-range file in use was published (its createDate); absent when none is loaded.',
+    age(evidence.ipRangesCreatedEpoch),
+  );
+  sourced(
+    'residency_decision_log_backlog',
+    'Decision records accepted but not yet durable in the decision log; absent when the sink does not report it. Growing means the log cannot keep up.',
+    getter(evidence.decisionLogBacklog),
+  );
+  sourced(
+    'residency_decision_log_last_flush_timestamp_seconds',
+    'Unix time of the last flush of the decision log to durable storage; absent when the sink does not report it.',
+    getter(evidence.decisionLogLastFlushEpoch),
+  );
+  new Gauge({
+    name: 'residency_build_info',
+    help: 'Always 1; the version label is the residency-proxy release, node the Node.js version running it.',
+    labelNames: ['version', 'node'],
+    registers,
+  }).set({ version: options.version ?? 'unknown', node: process.version }, 1);
+
+  const metrics: Metrics = {
     registry,
     decisions: new Counter({
       name: 'residency_decisions_total',
-      help: 'Decisions taken, by upstream, operation, decision (allow/block), mode, jurisdiction found and reason.',
+      help: 'Requests decided by the policy, by upstream, operation (read/write), decision (allow/block), mode of the deciding rule, jurisdictions found (comma-separated, "unknown" when none) and reason. decision="block" with mode="monitor" or "warn" was forwarded anyway.',
       labelNames: ['upstream', 'operation', 'decision', 'mode', 'jurisdiction', 'reason'],
+      registers,
+    }),
+    shadowDecisions: new Counter({
+      name: 'residency_shadow_decisions_total',
+      help: 'Decisions of rules in monitor mode, which are recorded but not enforced, by rule and decision; decision="block" is a would-block: a request the rule would refuse in enforce mode.',
+      labelNames: ['rule', 'decision'],
+      registers,
+    }),
+    failOpen: new Counter({
+      name: 'residency_fail_open_total',
+      help: 'Requests forwarded without a complete decision or record because the proxy was configured to fail open, by reason. Any increase means residency was not enforced for those requests.',
+      labelNames: ['reason'],
       registers,
     }),
     requestDuration: new Histogram({
       name: 'residency_request_duration_seconds',
-      help: 'Time from request received to response headers sent, by upstream and decision.',
+      help: 'Seconds from request received until the upstream response headers arrived (forwarded) or the refusal was decided (refused), by upstream and decision.',
       labelNames: ['upstream', 'decision'],
       buckets: DURATION_BUCKETS,
       registers,
@@ -49,26 +162,31 @@ export function createMetrics(): Metrics {
     }),
     upstreamErrors: new Counter({
       name: 'residency_upstream_errors_total',
-      help: 'Forwarding failures by upstream and kind (unreachable, timeout, reset).',
+      help: 'Forwarding failures by upstream and kind (unreachable, timeout, reset, client_aborted).',
       labelNames: ['upstream', 'kind'],
       registers,
     }),
     locationLookups: new Counter({
       name: 'residency_location_lookups_total',
-      help: 'Location lookups by signal source and result (hit, miss, error).',
+      help: 'Location lookups by signal source and result (hit: the source placed the target, miss: it could not, error: the lookup failed).',
       labelNames: ['source', 'result'],
       registers,
     }),
     policyReloads: new Counter({
       name: 'residency_policy_reloads_total',
-      help: 'Policy loads by result (success, failure).',
+      help: 'Policy loads by result (success, failure); a failed reload keeps the last good policy.',
       labelNames: ['result'],
       registers,
     }),
     policyInfo: new Gauge({
       name: 'residency_policy_info',
-      help: 'Always 1; the hash label identifies the active policy.',
+      help: 'Always 1; the hash label is the SHA-256 of the active policy (the "policy" field of decision records). Replicas with different hashes enforce different policies.',
       labelNames: ['hash'],
+      registers,
+    }),
+    policyLoadedTimestamp: new Gauge({
+      name: 'residency_policy_loaded_timestamp_seconds',
+      help: 'Unix time the active policy was loaded.',
       registers,
     }),
     decisionLogRecords: new Counter({
@@ -78,7 +196,7 @@ export function createMetrics(): Metrics {
     }),
     decisionLogErrors: new Counter({
       name: 'residency_decision_log_errors_total',
-      help: 'Decision records that could not be written.',
+      help: 'Decision records that could not be written; each such request was answered 503 (fail closed).',
       registers,
     }),
     rejectedRequests: new Counter({
@@ -87,5 +205,29 @@ export function createMetrics(): Metrics {
       labelNames: ['code'],
       registers,
     }),
+    adminAuthFailures: new Counter({
+      name: 'residency_admin_auth_failures_total',
+      help: 'Admin requests refused 401 for a missing or wrong bearer token, by endpoint ("other" for unknown paths).',
+      labelNames: ['endpoint'],
+      registers,
+    }),
   };
+  // Label values known in advance start at 0, so the first failure is an
+  // increase() that alerts can see rather than a series born at 1.
+  for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
+  return metrics;
+}
+
+/**
+ * The package version for `residency_build_info`, read when called (at
+ * startup), not at import. package.json is two levels up from both
+ * src/metrics/ and dist/metrics/.
+ */
+export function readPackageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

@@ -191,8 +191,8 @@ function matchException(policy: Policy, facts: RequestFacts, now: number): Compi
     if (e.upstreams !== null && !e.upstreams.has(facts.upstream)) continue;
     if (e.operations !== null && !e.operations.has(facts.operation)) continue;
     if (e.methods !== null && !e.methods.has(facts.method)) continue;
-    if (e.buckets !== null && (facts.bucket == null || !e.buckets.has(facts.bucket))) continue;
-    if (e.principals !== null && (facts.principal == null || !e.principals.has(facts.principal))) continue;
+    if (e.buckets !== null && (facts.bucket === undefined || facts.bucket === null || !e.buckets.has(facts.bucket))) continue;
+    if (e.principals !== null && (facts.principal === undefined || facts.principal === null || !e.principals.has(facts.principal))) continue;
     if (e.paths !== null && !e.paths.some((re) => re.test(facts.path))) continue;
     return e;
   }

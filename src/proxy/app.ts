@@ -29,11 +29,13 @@ export function buildProxyApp(options: ProxyAppOptions): FastifyInstance {
     metrics.rejectedRequests.inc({ code });
     const out = errorResponse(null, { status, code, title: http.STATUS_CODES[status] ?? 'Bad request', detail });
     // After a framing refusal the body boundaries cannot be trusted (RFC 9112 §6.3): close, with a linger.
-    lingerOnClose(req.socket, { maxBytes: options.limits.refusalDrainBytes, maxMs: options.limits.refusalLingerMs });
-    req.resume();
+    lingerOnClose(req, { maxBytes: options.limits.refusalDrainBytes, maxMs: options.limits.refusalLingerMs });
     res.writeHead(status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
     res.end(out.body);
   };
+
+  // Responses in progress, so a shutdown can end their connections with them.
+  const inFlight = new Set<http.ServerResponse>();
 
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -49,6 +51,8 @@ export function buildProxyApp(options: ProxyAppOptions): FastifyInstance {
       const server = http.createServer(
         { maxHeaderSize: options.maxHeaderBytes, requestTimeout: 0 },
         (req, res) => {
+          inFlight.add(res);
+          res.once('close', () => inFlight.delete(res));
           const refusal = checkRequest(req, { maxHeaders: options.maxHeaders });
           if (refusal) return reject(req, res, refusal.status, refusal.code, refusal.detail);
           if (!METHODS.includes(req.method!)) return reject(req, res, 405, 'method_not_allowed', `method ${req.method} is not supported`);
@@ -68,6 +72,19 @@ export function buildProxyApp(options: ProxyAppOptions): FastifyInstance {
       });
       return server;
     },
+  });
+
+  // Draining: close() only drops idle connections, and Node keeps a keep-alive
+  // connection open after its in-flight response, so each keep-alive client
+  // would hold the shutdown for keepAliveTimeout. Responses still in progress
+  // end their connection instead: `Connection: close` if the head is not out
+  // yet, else a close once the response has been written.
+  app.addHook('preClose', (done) => {
+    for (const res of inFlight) {
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => res.req.socket.destroySoon());
+    }
+    done();
   });
 
   // Bodies are never parsed: they stream to the upstream untouched.

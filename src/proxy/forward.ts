@@ -21,27 +21,40 @@ export interface ForwardRequest {
 export type ForwardFailure = 'upstream_unreachable' | 'upstream_timeout' | 'upstream_reset' | 'client_aborted';
 
 export class Forwarder {
-  private readonly pools = new Map<string, Pool>();
+  /**
+   * Pools by upstream object: compiled upstreams are replaced as a whole on a
+   * policy reload, so a changed URL or timeout gets a fresh pool, and
+   * in-flight requests keep the pool they started on.
+   */
+  private readonly pools = new Map<Upstream, Pool>();
 
-  constructor(upstreams: readonly Upstream[]) {
-    for (const u of upstreams) {
-      this.pools.set(
-        u.name,
-        new Pool(u.url.origin, {
-          connect: { timeout: u.timeouts.connect },
-          headersTimeout: u.timeouts.headers,
-          bodyTimeout: u.timeouts.body,
-          keepAliveTimeout: 4_000,
-          pipelining: 1,
-        }),
-      );
+  private poolFor(u: Upstream): Pool {
+    let pool = this.pools.get(u);
+    if (pool === undefined) {
+      pool = new Pool(u.url.origin, {
+        connect: { timeout: u.timeouts.connect },
+        headersTimeout: u.timeouts.headers,
+        bodyTimeout: u.timeouts.body,
+        keepAliveTimeout: 4_000,
+        pipelining: 1,
+      });
+      this.pools.set(u, pool);
+    }
+    return pool;
+  }
+
+  /** After a reload: close (gracefully) the pools of upstreams no longer in use. */
+  retain(current: readonly Upstream[]): void {
+    const keep = new Set(current);
+    for (const [u, pool] of this.pools) {
+      if (keep.has(u)) continue;
+      this.pools.delete(u);
+      pool.close().catch(() => pool.destroy());
     }
   }
 
   send(upstream: Upstream, req: ForwardRequest): Promise<Dispatcher.ResponseData> {
-    const pool = this.pools.get(upstream.name);
-    if (!pool) throw new Error(`no pool for upstream ${upstream.name}`);
-    return pool.request<null>({
+    return this.poolFor(upstream).request<null>({
       method: req.method as Dispatcher.HttpMethod,
       path: req.path,
       headers: req.headers,
@@ -80,7 +93,9 @@ export function classifyFailure(err: unknown, clientAborted: boolean): ForwardFa
 
 /** The request body as an async iterable that counts bytes as they pass. */
 export async function* countingBody(src: IncomingMessage, counter: { bytes: number }): AsyncGenerator<Buffer> {
-  for await (const chunk of src as AsyncIterable<Buffer>) {
+  // When undici stops early (upstream reset, timeout), leave the request
+  // alive: destroying it would destroy the client's socket before the 502.
+  for await (const chunk of src.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     counter.bytes += chunk.length;
     yield chunk;
   }

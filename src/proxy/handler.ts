@@ -45,7 +45,9 @@ export function createRequestHandler(deps: HandlerDeps) {
 
   return async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const plan = deps.planner().plan({ method: req.method!, target: req.url!, host: req.headers.host! });
+    // Taken once: a reload mid-request must not change the policy this request is decided and recorded under.
+    const planner = deps.planner();
+    const plan = planner.plan({ method: req.method!, target: req.url!, host: req.headers.host! });
     if (plan.kind === 'reject') {
       metrics.rejectedRequests.inc({ code: plan.code });
       const title = plan.status === 404 ? 'No route' : 'Bad request';
@@ -68,10 +70,11 @@ export function createRequestHandler(deps: HandlerDeps) {
     const entry = (status: number, bytesIn: number, bytesOut: number | null, error?: string): DecisionEntry => ({
       ts: new Date().toISOString(),
       id,
-      policy: deps.planner().policy.hash,
+      policy: planner.policy.hash,
       upstream: upstream.name,
       method: req.method!,
-      path: route.forwardPath,
+      path: route.upstreamPath,
+      bucket: plan.bucket,
       operation: plan.operation,
       target: { host: upstream.url.host, address: null },
       location: plan.location,
@@ -80,6 +83,8 @@ export function createRequestHandler(deps: HandlerDeps) {
       decision: decision.action,
       effective: decision.effective,
       reason: decision.reason,
+      ...(decision.exception === undefined ? {} : { exception: decision.exception }),
+      ...(plan.shadow === null ? {} : { shadow: { policy: planner.shadowPolicy!.hash, decision: plan.shadow.action, rule: plan.shadow.rule, reason: plan.shadow.reason } }),
       status,
       bytes_in: bytesIn,
       bytes_out: bytesOut,
@@ -246,8 +251,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       return;
     }
     headers['connection'] = 'close';
-    lingerOnClose(req.socket, { maxBytes: limits.refusalDrainBytes, maxMs: limits.refusalLingerMs });
-    req.resume();
+    lingerOnClose(req, { maxBytes: limits.refusalDrainBytes, maxMs: limits.refusalLingerMs });
   }
 }
 

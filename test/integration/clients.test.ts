@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readdirSync } from 'node:fs';
-import type { ClientRequest } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
@@ -17,7 +18,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 import type { DecisionRecord } from '../../src/audit/record.js';
-import { startAzurite } from '../helpers/azurite.js';
+import { AZURITE_ACCOUNT_KEY, startAzurite } from '../helpers/azurite.js';
 import type { AzuriteHandle } from '../helpers/azurite.js';
 import { startProxy } from '../helpers/proxy.js';
 import type { RunningProxy } from '../helpers/proxy.js';
@@ -39,8 +40,11 @@ import type { RecordedRequest, RecordingUpstream } from '../helpers/upstream.js'
  *   `path_prefix: /s3-us, strip_prefix: true` route forwards /BUCKET/KEY. The SDK
  *   signed /s3-us/BUCKET/KEY, so the forwarded request no longer carries a valid
  *   signature; s3rver never verifies signatures, so this is fine here. Against a
- *   verifying S3, a stripped prefix breaks SigV4: route by Host or use a prefix
- *   without strip_prefix (as the SigV4 tests below do).
+ *   verifying S3, a stripped prefix breaks SigV4 (shown below against the
+ *   recording upstream): route by Host, or use a prefix without strip_prefix as
+ *   the SigV4 tests do. (Routing s3rver by Host instead would mean pointing the
+ *   SDK at a name such as localhost, which may resolve to ::1 while the proxy
+ *   listens on 127.0.0.1 only.)
  * - Azure (Azurite): SharedKey signs `/ACCOUNT` + the request path, and Azurite
  *   verifies it, so the path must reach Azurite unchanged. Each Azure proxy has a
  *   single upstream routed by `path_prefix: /devstoreaccount1` without
@@ -130,12 +134,15 @@ interface Outgoing {
   query: string;
   authorization: string | undefined;
   expect: string | undefined;
+  /** What came back, before the SDK parsed it; unset when no response arrived. */
+  response?: { status: number; headers: Record<string, string | string[] | undefined> };
 }
 
 /**
- * Every HTTP attempt an S3Client sends (retries included), with the headers it
- * signed, seen from a middleware in the deserialize step: it runs below the
- * retry and signing middlewares, once per attempt, before the request is written.
+ * Every HTTP attempt an S3Client sends (retries included) with the headers it
+ * signed, and the raw response: a middleware at the innermost end of the
+ * deserialize step runs below the retry and signing middlewares, once per
+ * attempt, and sees the response before the SDK turns it into a result or error.
  */
 function watchS3(client: S3Client): Outgoing[] {
   const sent: Outgoing[] = [];
@@ -151,23 +158,29 @@ function watchS3(client: S3Client): Outgoing[] {
       const query = Object.entries(req.query ?? {})
         .map(([k, v]) => (v === null ? k : `${k}=${String(v)}`))
         .join('&');
-      sent.push({ method: req.method, path: req.path, query, authorization: header('authorization'), expect: header('expect') });
-      return next(args);
+      const entry: Outgoing = { method: req.method, path: req.path, query, authorization: header('authorization'), expect: header('expect') };
+      sent.push(entry);
+      const out = await next(args);
+      const res = out.response as { statusCode: number; headers: Record<string, string> };
+      entry.response = { status: res.statusCode, headers: res.headers };
+      return out;
     },
-    { step: 'deserialize', name: 'watchS3' },
+    { step: 'deserialize', priority: 'low', name: 'watchS3' },
   );
   return sent;
 }
 
 /**
  * Every HTTP request the Azure SDK sends to 127.0.0.1:`port`, with the headers it
- * signed, seen through Node's built-in diagnostics channel. Node publishes
- * `http.client.request.start` when the request is ended, i.e. once the body is
- * written: fine for the Azure SDK, which writes bodies at once, but it misses an
- * AWS SDK request with `Expect: 100-continue` whose body is never sent (refused).
+ * signed and the response, seen through Node's built-in diagnostics channels.
+ * Node publishes `http.client.request.start` when the request is ended, i.e. once
+ * the body is written: fine for the Azure SDK, which writes bodies at once, but it
+ * would miss an AWS SDK request with `Expect: 100-continue` whose body is never
+ * sent (refused), hence the middleware above for S3.
  */
 function watchOutgoing(port: number): { requests: Outgoing[]; stop(): void } {
   const requests: Outgoing[] = [];
+  const byRequest = new WeakMap<ClientRequest, Outgoing>();
   const onStart = (message: unknown): void => {
     const req = (message as { request: ClientRequest }).request;
     if (req.getHeader('host') !== `127.0.0.1:${port}`) return;
@@ -176,10 +189,24 @@ function watchOutgoing(port: number): { requests: Outgoing[]; stop(): void } {
       const v = req.getHeader(name);
       return v === undefined ? undefined : String(v);
     };
-    requests.push({ method: req.method, path, query, authorization: header('authorization'), expect: header('expect') });
+    const entry: Outgoing = { method: req.method, path, query, authorization: header('authorization'), expect: header('expect') };
+    byRequest.set(req, entry);
+    requests.push(entry);
+  };
+  const onResponse = (message: unknown): void => {
+    const { request: req, response: res } = message as { request: ClientRequest; response: IncomingMessage };
+    const entry = byRequest.get(req);
+    if (entry) entry.response = { status: res.statusCode ?? 0, headers: res.headers };
   };
   subscribe('http.client.request.start', onStart);
-  return { requests, stop: () => unsubscribe('http.client.request.start', onStart) };
+  subscribe('http.client.response.finish', onResponse);
+  return {
+    requests,
+    stop: () => {
+      unsubscribe('http.client.request.start', onStart);
+      unsubscribe('http.client.response.finish', onResponse);
+    },
+  };
 }
 
 /** Decision records written after the first `from` ones. */
@@ -218,11 +245,29 @@ function expectWellFormedLog(proxy: RunningProxy): void {
   });
 }
 
-/** One record per request the SDK sent, in order, with the forwarded path (prefix stripped) and no query. */
-function expectOneRecordPerRequest(records: DecisionRecord[], sent: Outgoing[], stripPrefix = ''): void {
-  expect(records.map((r) => `${r.method} ${r.path}`)).toEqual(
-    sent.map((s) => `${s.method} ${s.path.startsWith(stripPrefix) ? s.path.slice(stripPrefix.length) : s.path}`),
-  );
+/**
+ * Exactly one record per request the SDK sent, matched through the
+ * x-residency-decision-id response header (concurrent multipart parts finish in
+ * any order): same method, forwarded path (prefix stripped, no query), status and
+ * decision as the response. Returns the records in the order the SDK sent them.
+ */
+function expectOneRecordPerRequest(records: DecisionRecord[], sent: Outgoing[], stripPrefix = ''): DecisionRecord[] {
+  expect(records).toHaveLength(sent.length);
+  const byId = new Map(records.map((r) => [r.id, r]));
+  expect(byId.size).toBe(records.length);
+  return sent.map((s) => {
+    const id = s.response?.headers['x-residency-decision-id'];
+    const record = typeof id === 'string' ? byId.get(id) : undefined;
+    const path = s.path.startsWith(stripPrefix) ? s.path.slice(stripPrefix.length) : s.path;
+    expect(record, `no record for ${s.method} ${s.path} (decision id ${String(id)})`).toBeDefined();
+    expect([record!.method, record!.path, record!.status, record!.decision]).toEqual([
+      s.method,
+      path,
+      s.response?.status,
+      s.response?.headers['x-residency-decision'],
+    ]);
+    return record!;
+  });
 }
 
 const isWrite = (r: DecisionRecord) => r.operation === 'write';
@@ -256,6 +301,14 @@ describe('AWS SDK v3 through the proxy (enforce)', () => {
       upstreams: [
         { name: 's3-us', url: s3.endpoint, provider: 's3', route: { path_prefix: '/s3-us', strip_prefix: true }, region: 'us-east-1' },
         { name: 's3-eu', url: s3.endpoint, provider: 's3', route: { path_prefix: '/s3-eu', strip_prefix: true }, region: 'eu-west-1' },
+        {
+          name: 's3-mixed',
+          url: s3.endpoint,
+          provider: 's3',
+          route: { path_prefix: '/s3-mixed', strip_prefix: true },
+          region: 'us-east-1',
+          buckets: { 'pinned-eu': 'eu-west-1' },
+        },
       ],
       rules: [WRITE_RULE],
     });
@@ -312,8 +365,7 @@ describe('AWS SDK v3 through the proxy (enforce)', () => {
     // The SDK keeps the endpoint's path: requests go to /s3-us/BUCKET/…
     expect(sent.every((r) => r.path.startsWith(`/s3-us/${bucket}`))).toBe(true);
 
-    const records = recordsSince(proxy, from);
-    expectOneRecordPerRequest(records, sent, '/s3-us');
+    const records = expectOneRecordPerRequest(recordsSince(proxy, from), sent, '/s3-us');
     for (const r of records) {
       expect(r).toMatchObject({
         upstream: 's3-us',
@@ -332,9 +384,8 @@ describe('AWS SDK v3 through the proxy (enforce)', () => {
     const byKey = (method: string, key: string, queryPart = '') =>
       records.filter((r, i) => r.method === method && r.path === `/${bucket}/${key}` && sent[i]!.query.includes(queryPart));
     expect(byKey('PUT', 'small.bin')[0]).toMatchObject({ bytes_in: small.length, status: 200 });
-    expect(byKey('PUT', 'dir/large.bin', 'partNumber=').map((r) => r.bytes_in)).toEqual(
-      expect.arrayContaining([PART, PART, PART, PART, LARGE - 4 * PART]),
-    );
+    const partBytes = byKey('PUT', 'dir/large.bin', 'partNumber=').map((r) => r.bytes_in);
+    expect(partBytes.sort((a, b) => a - b)).toEqual([LARGE - 4 * PART, PART, PART, PART, PART]);
     expect(byKey('GET', 'dir/large.bin')[0]).toMatchObject({ bytes_out: LARGE, operation: 'read' });
     expect(byKey('DELETE', 'dir/large.bin')[0]).toMatchObject({ status: 204, operation: 'write' });
     expectWellFormedLog(proxy);
@@ -394,8 +445,7 @@ describe('AWS SDK v3 through the proxy (enforce)', () => {
     });
     expect(readdirSync(s3.directory)).not.toContain(bucket);
 
-    const records = recordsSince(proxy, from);
-    expectOneRecordPerRequest(records, sent, '/s3-eu');
+    const records = expectOneRecordPerRequest(recordsSince(proxy, from), sent, '/s3-eu');
     const location = { jurisdictions: ['IE'], region: 'eu-west-1', signals: [{ source: 'declared', value: 'eu-west-1', jurisdiction: 'IE' }] };
     for (const r of records.slice(0, 5)) {
       expect(r).toMatchObject({
@@ -414,6 +464,35 @@ describe('AWS SDK v3 through the proxy (enforce)', () => {
     expect(records[5]).toMatchObject({ operation: 'read', decision: 'allow', effective: 'forwarded', status: 404, location });
     expectWellFormedLog(proxy);
   });
+
+  it('places each bucket by its own declared region on a shared upstream', async () => {
+    const from = proxy.decisions().length;
+    const client = s3Client(`${proxy.url}/s3-mixed`, 'us-east-1');
+    const sent = watchS3(client);
+    try {
+      await client.send(new CreateBucketCommand({ Bucket: 'mixed-us' }));
+      await client.send(new PutObjectCommand({ Bucket: 'mixed-us', Key: 'a.txt', Body: 'stays in the US' }));
+      await expect(client.send(new CreateBucketCommand({ Bucket: 'pinned-eu' }))).rejects.toMatchObject({
+        name: 'AccessDenied',
+        $metadata: { httpStatusCode: 403 },
+      });
+      await expect(
+        client.send(new PutObjectCommand({ Bucket: 'pinned-eu', Key: 'a.txt', Body: 'would land in Ireland' })),
+      ).rejects.toMatchObject({ name: 'AccessDenied', $metadata: { httpStatusCode: 403 } });
+    } finally {
+      client.destroy();
+    }
+    expect(readdirSync(s3.directory)).toContain('mixed-us');
+    expect(readdirSync(s3.directory)).not.toContain('pinned-eu');
+    const records = expectOneRecordPerRequest(recordsSince(proxy, from), sent, '/s3-mixed');
+    expect(records.map((r) => [r.path, r.location.region, r.location.jurisdictions, r.decision, r.effective])).toEqual([
+      ['/mixed-us/', 'us-east-1', ['US'], 'allow', 'forwarded'],
+      ['/mixed-us/a.txt', 'us-east-1', ['US'], 'allow', 'forwarded'],
+      ['/pinned-eu/', 'eu-west-1', ['IE'], 'block', 'refused'],
+      ['/pinned-eu/a.txt', 'eu-west-1', ['IE'], 'block', 'refused'],
+    ]);
+  });
+
   it('refuses a 6 MiB PutObject sent without Expect: 100-continue with a readable AccessDenied, not a reset', async () => {
     const from = proxy.decisions().length;
     // The body is already on its way when the 403 is sent: the proxy must let the SDK read the response.
@@ -529,6 +608,7 @@ describe('SigV4-signed requests through the proxy', () => {
           preserve_host: false,
         },
         { name: 'signed-eu', url: upstream.url, provider: 's3', route: { path_prefix: '/signed-eu' }, region: 'eu-west-1' },
+        { name: 'stripped', url: upstream.url, provider: 's3', route: { path_prefix: '/stripped', strip_prefix: true }, region: 'us-east-1' },
       ],
       rules: [WRITE_RULE],
     });
@@ -579,6 +659,21 @@ describe('SigV4-signed requests through the proxy', () => {
       ['signed', 'allow', 200],
       ['rewritten', 'allow', 200],
     ]);
+  });
+
+  it('breaks SigV4 when a strip_prefix route changes the signed path (route a verifying S3 by Host or an unstripped prefix)', async () => {
+    upstream.reset();
+    const client = s3Client(`${proxy.url}/stripped`, 'us-east-1', SIG_CREDENTIALS);
+    try {
+      await client.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'k.txt', Body: 'x' }));
+    } finally {
+      client.destroy();
+    }
+    const [rec] = upstream.requests as [RecordedRequest];
+    expect(rec.url).toBe('/bucket/k.txt?x-id=PutObject');
+    expect(verifySigV4(sigReq(rec), SIG_CREDENTIALS.secretAccessKey)).toMatchObject({ ok: false, reason: 'signature mismatch' });
+    // The SDK signed the path it sent, prefix included.
+    expect(verifySigV4({ ...sigReq(rec), path: `/stripped${splitTarget(rec.url).path}` }, SIG_CREDENTIALS.secretAccessKey).ok).toBe(true);
   });
 
   it('keeps secrets, signatures and Authorization out of the decision log', async () => {
@@ -740,6 +835,8 @@ describe('Azure SDK through the proxy', () => {
     try {
       await expect(container.create()).rejects.toMatchObject(denied);
       await expect(container.getBlockBlobClient('small.txt').upload('hello azurite', 13)).rejects.toMatchObject(denied);
+      // One 3 MiB Put Blob: more body than the proxy drains after refusing, and the SDK sends no Expect.
+      await expect(container.getBlockBlobClient('single.bin').upload(randomBytes(3 * MiB), 3 * MiB)).rejects.toMatchObject(denied);
       await expect(
         container.getBlockBlobClient('dir/big.bin').uploadData(randomBytes(3 * MiB), { blockSize: MiB, maxSingleShotSize: MiB, concurrency: 1 }),
       ).rejects.toMatchObject(denied);
@@ -790,5 +887,117 @@ describe('Azure SDK through the proxy', () => {
     expect(body).toMatch(/<Error><Code>AuthorizationFailure<\/Code><Message>/);
     const [record] = recordsSince(euProxy, from);
     expect(res.headers['x-residency-decision-id']).toBe(record?.id);
+  });
+});
+
+describe('refusing an upload whose body is still arriving', () => {
+  /*
+   * A write refused before its body has arrived is answered 403 with
+   * `Connection: close`, and the proxy lingers on the socket (reading and
+   * discarding up to refusal_drain_bytes, for at most refusal_linger_ms) so the
+   * client reads the refusal instead of a reset. Once the client has read the
+   * 403 and closed its end, the linger has nothing left to wait for: the
+   * connection must be released then, not when refusal_linger_ms runs out.
+   */
+  const LINGER_MS = 2_000;
+  let upstream: RecordingUpstream;
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+  });
+  afterAll(async () => {
+    await upstream?.close();
+  });
+
+  /** One fresh proxy per case, so its open connections are this case's only. */
+  const refusingProxy = (provider: 's3' | 'azure', prefix: string) =>
+    startProxy({
+      upstreams: [{ name: 'eu', url: upstream.url, provider, route: { path_prefix: prefix }, region: 'westeurope' }],
+      limits: { refusal_linger_ms: LINGER_MS },
+    });
+
+  /** Client sockets this process connects to `port` while `fn` runs (any client library), via Node's diagnostics channel. */
+  async function clientSocketsTo(port: number, fn: () => Promise<void>): Promise<Socket[]> {
+    const sockets: Socket[] = [];
+    const onSocket = (message: unknown): void => {
+      const socket = (message as { socket: Socket }).socket;
+      socket.once('connect', () => {
+        if (socket.remotePort === port) sockets.push(socket);
+      });
+    };
+    subscribe('net.client.socket', onSocket);
+    try {
+      await fn();
+    } finally {
+      unsubscribe('net.client.socket', onSocket);
+    }
+    return sockets;
+  }
+
+  /** The client's sockets are closed (within `limitMs`): it has read the 403 and hung up. */
+  async function expectClosed(sockets: Socket[], limitMs = 500): Promise<void> {
+    expect(sockets.length).toBeGreaterThan(0);
+    const deadline = performance.now() + limitMs;
+    while (sockets.some((s) => !s.closed) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(sockets.map((s) => s.closed)).toEqual(sockets.map(() => true));
+  }
+
+  /** Milliseconds until the proxy holds no client connection (gives up after `limitMs`). */
+  async function msUntilNoConnections(proxy: RunningProxy, limitMs: number): Promise<number> {
+    const t0 = performance.now();
+    const count = () =>
+      new Promise<number>((resolve, reject) => proxy.app.proxy.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+    while ((await count()) > 0 && performance.now() - t0 < limitMs) await new Promise((r) => setTimeout(r, 10));
+    return Math.round(performance.now() - t0);
+  }
+
+  it('releases the connection once the Azure SDK has read the 403 for a 3 MiB Put Blob and closed', async () => {
+    const proxy = await refusingProxy('azure', '/devstoreaccount1');
+    try {
+      const service = new BlobServiceClient(
+        `${proxy.url}/devstoreaccount1`,
+        new StorageSharedKeyCredential('devstoreaccount1', AZURITE_ACCOUNT_KEY),
+      );
+      const blob = service.getContainerClient('c').getBlockBlobClient('single.bin');
+      const sockets = await clientSocketsTo(proxy.port, async () => {
+        await expect(blob.upload(randomBytes(3 * MiB), 3 * MiB)).rejects.toMatchObject({ statusCode: 403, code: 'AuthorizationFailure' });
+      });
+      expect(upstream.requests).toHaveLength(0);
+      await expectClosed(sockets);
+      const ms = await msUntilNoConnections(proxy, LINGER_MS + 500);
+      expect(ms, `connection held ${ms} ms after the client closed (refusal_linger_ms ${LINGER_MS})`).toBeLessThan(LINGER_MS / 2);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('stops lingering on a refused 6 MiB PutObject without Expect once more than refusal_drain_bytes arrived', async () => {
+    // Node's HTTP client ends its socket only after the whole body is written, so the SDK's
+    // connection stays open while the proxy lingers; reading and discarding, the proxy sees more
+    // than refusal_drain_bytes (1 MiB) arrive and must cut the connection then, long before
+    // refusal_linger_ms.
+    const proxy = await refusingProxy('s3', '/s3');
+    const client = new S3Client({
+      endpoint: `${proxy.url}/s3`,
+      region: 'eu-west-1',
+      forcePathStyle: true,
+      credentials: SIG_CREDENTIALS,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      expectContinueHeader: false,
+    });
+    try {
+      await expect(
+        client.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'six.bin', Body: randomBytes(6 * MiB) })),
+      ).rejects.toMatchObject({ name: 'AccessDenied', $metadata: { httpStatusCode: 403 } });
+      expect(upstream.requests).toHaveLength(0);
+      const ms = await msUntilNoConnections(proxy, LINGER_MS + 500);
+      expect(ms, `connection held ${ms} ms for a 6 MiB refused body (refusal_linger_ms ${LINGER_MS}, drain cap 1 MiB)`).toBeLessThan(
+        LINGER_MS / 2,
+      );
+    } finally {
+      client.destroy();
+      await proxy.close();
+    }
   });
 });

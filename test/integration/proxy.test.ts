@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, request as httpRequest } from 'node:http';
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server } from 'node:http';
 import { connect } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -19,8 +19,7 @@ const CHUNK = 64 * 1024;
 const PATTERN = randomBytes(CHUNK);
 
 function chunkAt(seed: number, index: number, length: number): Buffer {
-  const chunk = Buffer.allocUnsafe(length);
-  PATTERN.copy(chunk, 0, 0, length);
+  const chunk = Buffer.allocUnsafe(length).fill(PATTERN);
   // Stamping makes every chunk distinct, so a dropped or reordered chunk changes the hash.
   if (length >= 8) {
     chunk.writeUInt32BE(seed, 0);
@@ -296,6 +295,9 @@ describe('residency proxy over real sockets', () => {
   let generic: RecordingUpstream;
   let hanging: RecordingUpstream;
   let upstreams: RecordingUpstream[];
+  /** Resets the connection after 1 MiB of a request body. */
+  let resetter: Server;
+  let resetterBytes = 0;
   let proxyConnections = 0;
   let seenRecords = 0;
 
@@ -342,6 +344,15 @@ describe('residency proxy over real sockets', () => {
     hanging = await startRecordingUpstream({ hang: true });
     upstreams = [us, eu, euRead, monitor, warn, generic, hanging];
     const dead = await closedPort();
+    resetter = createServer((req) => {
+      req.on('data', (chunk: Buffer) => {
+        resetterBytes += chunk.length;
+        if (resetterBytes > MiB) req.socket.destroy();
+      });
+    });
+    resetter.listen(0, '127.0.0.1');
+    await once(resetter, 'listening');
+    const resetterPort = (resetter.address() as AddressInfo).port;
 
     proxy = await startProxy({
       allowed_jurisdictions: ['US'],
@@ -355,6 +366,7 @@ describe('residency proxy over real sockets', () => {
         { name: 'gen', url: generic.url, provider: 'generic', route: { path_prefix: '/gen', strip_prefix: true }, region: 'us-east-1' },
         { name: 'dead-s3', url: `http://127.0.0.1:${dead}`, provider: 's3', route: { path_prefix: '/dead-s3', strip_prefix: true }, region: 'us-east-1' },
         { name: 'dead-gen', url: `http://127.0.0.1:${dead}`, provider: 'generic', route: { path_prefix: '/dead-gen', strip_prefix: true }, region: 'us-east-1' },
+        { name: 'reset', url: `http://127.0.0.1:${resetterPort}`, provider: 's3', route: { path_prefix: '/reset', strip_prefix: true }, region: 'us-east-1' },
         {
           name: 'slow',
           url: hanging.url,
@@ -376,6 +388,10 @@ describe('residency proxy over real sockets', () => {
   afterAll(async () => {
     await proxy?.close();
     await Promise.all((upstreams ?? []).map((u) => u.close()));
+    if (resetter) {
+      resetter.closeAllConnections();
+      await new Promise<void>((resolve) => resetter.close(() => resolve()));
+    }
   });
 
   describe('enforce refuses a non-US write before any byte leaves', () => {
@@ -420,7 +436,6 @@ describe('residency proxy over real sockets', () => {
       const body = generated(REFUSED_UPLOAD, 1);
       const res = await send(proxy.port, { method: 'PUT', path: '/eu/bucket/big.bin', body });
       expectRefusal(res);
-      console.log("DEBUG", body.produced(), res.lateError?.message);
       // The refusal arrived while the client was still sending.
       expect(body.produced()).toBeLessThan(REFUSED_UPLOAD);
       expect(res.headers['connection']).toBe('close');
@@ -431,9 +446,40 @@ describe('residency proxy over real sockets', () => {
       const body = generated(REFUSED_UPLOAD, 2);
       const res = await send(proxy.port, { method: 'PUT', path: '/eu/bucket/big.bin', body, chunked: true });
       expectRefusal(res);
-      console.log("DEBUG", body.produced(), res.lateError?.message);
       expect(body.produced()).toBeLessThan(REFUSED_UPLOAD);
       expect(res.headers['connection']).toBe('close');
+    });
+
+    it('lingers-after-refusing-a-large-body-so-a-client-still-sending-gets-no-reset', async () => {
+      newRecords();
+      // Half-open allowed: the proxy's FIN must not stop this client from sending.
+      const socket = connect({ host: '127.0.0.1', port: proxy.port, allowHalfOpen: true });
+      const errors: Error[] = [];
+      socket.on('error', (err) => errors.push(err));
+      const closed = once(socket, 'close');
+      try {
+        await once(socket, 'connect');
+        socket.write(`PUT /eu/bucket/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${REFUSED_UPLOAD}\r\n\r\n`);
+        socket.write(chunkAt(4, 0, 256 * 1024));
+        const res = await readResponse(socket);
+        expect(res.status).toBe(403);
+        expect(header(res, 'connection')).toEqual(['close']);
+        expect(xmlText(res.body)).toContain('rule "user-data-writes"');
+        // A client that has not looked at the answer yet keeps sending (less
+        // than refusal_drain_bytes): the proxy must keep reading, not reset.
+        for (let i = 1; i <= 4; i++) {
+          await new Promise<void>((resolve) => socket.write(chunkAt(4, i, 128 * 1024), () => resolve()));
+        }
+        await new Promise((r) => setTimeout(r, 100));
+        expect(errors).toEqual([]);
+        socket.end();
+        await closed;
+        expect(errors).toEqual([]);
+      } finally {
+        socket.destroy();
+      }
+      expect(eu.connections).toBe(0);
+      expect(newRecords()).toHaveLength(1);
     });
 
     it('enforce-refuses-expect-100-continue-eu-write-without-sending-100-continue', async () => {
@@ -441,7 +487,6 @@ describe('residency proxy over real sockets', () => {
       const body = generated(REFUSED_UPLOAD, 3);
       const res = await send(proxy.port, { method: 'PUT', path: '/eu/bucket/big.bin', body, expectContinue: true });
       expectRefusal(res);
-      console.log("DEBUG", body.produced(), res.lateError?.message);
       expect(res.gotContinue).toBe(false);
       expect(body.produced()).toBe(0);
     });
@@ -671,6 +716,19 @@ describe('residency proxy over real sockets', () => {
       expect(records[0]).toMatchObject({ id: body.decision_id, upstream: 'dead-gen', method: 'PUT', status: 502, error: 'upstream_unreachable' });
     });
 
+    it('answers-502-not-a-client-abort-when-the-upstream-resets-mid-upload', async () => {
+      newRecords();
+      const res = await send(proxy.port, { method: 'PUT', path: '/reset/bucket/big.bin', body: generated(REFUSED_UPLOAD, 32) });
+      expect(res.status).toBe(502);
+      expect(xmlText(res.text)).toContain('<Code>BadGateway</Code>');
+      expect(resetterBytes).toBeGreaterThan(MiB);
+      const records = newRecords();
+      expect(records).toHaveLength(1);
+      expect(records[0]).toMatchObject({ upstream: 'reset', status: 502, error: 'upstream_reset', bytes_out: null });
+      expect(records[0]!.bytes_in).toBeGreaterThan(MiB);
+      expect(records[0]!.bytes_in).toBeLessThan(REFUSED_UPLOAD);
+    });
+
     it('answers-504-when-the-upstream-sends-no-headers-in-time', async () => {
       newRecords();
       const res = await send(proxy.port, { method: 'GET', path: '/slow/bucket/k' });
@@ -680,6 +738,33 @@ describe('residency proxy over real sockets', () => {
       const records = newRecords();
       expect(records).toHaveLength(1);
       expect(records[0]).toMatchObject({ upstream: 'slow', status: 504, error: 'upstream_timeout' });
+    });
+  });
+
+  describe('client abort', () => {
+    it('records-a-client-abort-mid-upload-as-499-and-aborts-upstream', async () => {
+      newRecords();
+      const index = us.requests.length;
+      const req = httpRequest({
+        host: '127.0.0.1',
+        port: proxy.port,
+        method: 'PUT',
+        path: '/us/bucket/aborted.bin',
+        headers: { 'content-length': String(8 * MiB) },
+        agent: false,
+      });
+      req.on('error', () => {});
+      req.write(chunkAt(31, 0, MiB));
+      // Abort once the body is demonstrably flowing to the upstream.
+      await us.waitFor(() => (us.requests[index]?.bodyBytes ?? 0) > 0);
+      req.destroy();
+      await us.waitFor(() => us.requests[index]?.aborted === true);
+      await us.waitFor(() => proxy.decisions().length > seenRecords);
+      const records = newRecords();
+      expect(records).toHaveLength(1);
+      expect(records[0]).toMatchObject({ upstream: 'us', path: '/bucket/aborted.bin', status: 499, error: 'client_aborted', bytes_out: null });
+      expect(records[0]!.bytes_in).toBeGreaterThan(0);
+      expect(records[0]!.bytes_in).toBeLessThanOrEqual(MiB);
     });
   });
 
@@ -822,5 +907,77 @@ describe('residency proxy over real sockets', () => {
       expect(new Set(all.map((r) => r.id)).size).toBe(all.length);
       expect(proxy.decisionLogText()).not.toContain('c2VjcmV0');
     });
+  });
+});
+
+describe('graceful close', () => {
+  const PART = 256 * 1024;
+  let upstream: RecordingUpstream;
+  let proxy: RunningProxy | undefined;
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream({
+      respond: () => ({
+        status: 200,
+        headers: { 'content-length': String(3 * PART) },
+        // A download that takes ~0.5 s: the close begins while it is being written.
+        body: Readable.from(
+          (async function* slowly() {
+            for (let i = 0; i < 3; i++) {
+              if (i > 0) await new Promise((r) => setTimeout(r, 250));
+              yield chunkAt(41, i, PART);
+            }
+          })(),
+        ),
+      }),
+    });
+    proxy = await startProxy({
+      upstreams: [{ name: 'us', url: upstream.url, provider: 's3', route: { path_prefix: '/us', strip_prefix: true }, region: 'us-east-1' }],
+    });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it('close-finishes-an-in-flight-keep-alive-download-then-ends-its-connection', async () => {
+    const running = proxy!;
+    const client = new Client(running.url, { pipelining: 1 });
+    try {
+      const res = await client.request({ method: 'GET', path: '/us/bucket/slow.bin' });
+      expect(res.statusCode).toBe(200);
+      // The head is out with keep-alive; the record was written before it.
+      expect(res.headers['connection']).not.toBe('close');
+      expect(running.decisions()).toHaveLength(1);
+
+      const closeStarted = Date.now();
+      let closedAfter = -1;
+      const closing = running.close().then(() => (closedAfter = Date.now() - closeStarted));
+      proxy = undefined;
+      const hash = createHash('sha256');
+      let bytes = 0;
+      for await (const chunk of res.body) {
+        hash.update(chunk as Buffer);
+        bytes += (chunk as Buffer).length;
+      }
+      expect(bytes).toBe(3 * PART);
+      const expected = createHash('sha256');
+      for (let i = 0; i < 3; i++) expected.update(chunkAt(41, i, PART));
+      expect(hash.digest('hex')).toBe(expected.digest('hex'));
+      await closing;
+      // Without ending the connection the close would wait out keepAliveTimeout (5 s).
+      expect(closedAfter).toBeLessThan(2_000);
+      expect(await new Promise((resolve) => {
+        const socket = connect({ host: '127.0.0.1', port: running.port });
+        socket.once('connect', () => {
+          socket.destroy();
+          resolve('connected');
+        });
+        socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code));
+      })).toBe('ECONNREFUSED');
+    } finally {
+      await client.destroy();
+    }
   });
 });

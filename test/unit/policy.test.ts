@@ -90,3 +90,71 @@ describe('path globs', () => {
     expect(compileGlob(glob).test(path)).toBe(expected);
   });
 });
+
+describe('exceptions', () => {
+  const withExceptions = `${CONFIG}
+exceptions:
+  - name: migration
+    match: { upstreams: [s3-eu], buckets: [legacy], paths: ["/legacy/move/**"] }
+    action: allow
+    expires: 2027-01-01T00:00:00Z
+    ticket: SEC-1
+    reason: one-off migration
+  - name: quarantine
+    match: { upstreams: [s3-us], principals: [AKIAQUARANTINED] }
+    action: block
+    expires: 2027-01-01T00:00:00Z
+    ticket: SEC-2
+    reason: compromised key
+`;
+  const p = compilePolicy(parseConfigText(withExceptions, 'p.yaml'));
+  const before = Date.parse('2026-12-31T23:59:59Z');
+  const after = Date.parse('2027-01-01T00:00:00Z');
+  const move = { upstream: 's3-eu', operation: 'write' as const, method: 'PUT', path: '/legacy/move/x', bucket: 'legacy' };
+
+  it('an allow exception changes a block before expiry and names itself', () => {
+    const d = decide(p, move, ['IE'], before);
+    expect(d).toMatchObject({ action: 'allow', reason: 'exception_allowed', effective: 'forwarded', rule: 'default' });
+    expect(d.exception).toEqual({ name: 'migration', ticket: 'SEC-1', expires: '2027-01-01T00:00:00Z' });
+  });
+
+  it('stops applying on its own at expiry (injected clock, no reload)', () => {
+    const d = decide(p, move, ['IE'], after);
+    expect(d).toMatchObject({ action: 'block', reason: 'jurisdiction_not_allowed', effective: 'refused' });
+    expect(d.exception).toBeUndefined();
+  });
+
+  it('matches narrowly: other buckets and paths are untouched', () => {
+    expect(decide(p, { ...move, bucket: 'other', path: '/other/move/x' }, ['IE'], before).exception).toBeUndefined();
+    expect(decide(p, { ...move, path: '/legacy/x' }, ['IE'], before).exception).toBeUndefined();
+  });
+
+  it('a block exception refuses a principal that rules would allow', () => {
+    const d = decide(p, { upstream: 's3-us', operation: 'write', method: 'PUT', path: '/b/k', bucket: 'b', principal: 'AKIAQUARANTINED' }, ['US'], before);
+    expect(d).toMatchObject({ action: 'block', reason: 'exception_blocked', effective: 'refused' });
+    expect(decide(p, { upstream: 's3-us', operation: 'write', method: 'PUT', path: '/b/k', principal: 'AKIAOTHER' }, ['US'], before).action).toBe('allow');
+  });
+
+  it('an exception that would not change the decision is not named', () => {
+    expect(decide(p, move, ['US'], before).exception).toBeUndefined();
+  });
+
+  it('check-config reports malformed exceptions', () => {
+    const bad = withExceptions.replace('expires: 2027-01-01T00:00:00Z\n    ticket: SEC-1', 'expires: next tuesday\n    ticket: SEC-1');
+    expect(() => parseConfigText(bad, 'p.yaml')).toThrowError(/exceptions\[0\]\.expires: "next tuesday" is not a timestamp \(expected RFC 3339/);
+    expect(() => parseConfigText(withExceptions.replace('    ticket: SEC-2\n', ''), 'p.yaml')).toThrowError(/exceptions\[1\]\.ticket: is required but missing/);
+  });
+});
+
+describe('shadow policy', () => {
+  it('the planner reports the shadow decision only when it differs, and acts on the active one', async () => {
+    const { buildPlanner } = await import('../../src/load.js');
+    const active = parseConfigText(CONFIG, 'p.yaml');
+    const candidate = parseConfigText(CONFIG.replace('allowed_jurisdictions: [US]', 'allowed_jurisdictions: [US, IE]'), 'candidate.yaml');
+    const planner = buildPlanner(active, candidate);
+    const eu = planner.plan({ method: 'PUT', target: '/b/bucket/key', host: 'h' });
+    expect(eu).toMatchObject({ kind: 'decided', decision: { action: 'block', effective: 'refused' }, shadow: { action: 'allow', reason: 'jurisdiction_allowed' } });
+    const us = planner.plan({ method: 'PUT', target: '/a/bucket/key', host: 'h' });
+    expect(us).toMatchObject({ kind: 'decided', decision: { action: 'allow' }, shadow: null });
+  });
+});

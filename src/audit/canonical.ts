@@ -1,0 +1,88 @@
+import { createHash } from 'node:crypto';
+
+/** `prev` of the very first record of a log: 64 zeros. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+const quotedKeys = new Map<string, string>();
+
+function quoteKey(key: string): string {
+  let quoted = quotedKeys.get(key);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(key);
+    // Record keys are a small fixed set; the bound keeps hostile input from growing the cache.
+    if (quotedKeys.size < 1024) quotedKeys.set(key, quoted);
+  }
+  return quoted;
+}
+
+/**
+ * The canonical form hashed into every record and digest:
+ *
+ * - JSON text with no insignificant whitespace;
+ * - object keys sorted by UTF-16 code units (JavaScript's default sort), at
+ *   every depth; properties whose value is `undefined` are left out;
+ * - arrays in their order (`undefined` items as `null`);
+ * - strings and numbers exactly as `JSON.stringify` writes them (shortest
+ *   round-trip numbers, `\uXXXX` only for control characters and lone surrogates).
+ *
+ * For the values a record holds (strings, finite numbers, booleans, null,
+ * arrays, plain objects) this is RFC 8785 (JCS). It is a copy of the policy
+ * engine's rule rather than an import: `audit/` depends on `config/` only.
+ */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'number' && !Number.isFinite(value)) return 'null';
+    return JSON.stringify(value) ?? 'null';
+  }
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      const item: unknown = value[i];
+      out += item === undefined ? 'null' : canonicalJson(item);
+    }
+    return `${out}]`;
+  }
+  let keys = Object.keys(value);
+  // Lines read back from a log are already sorted: skip the sort then (verification is the hot path).
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      keys = keys.sort();
+      break;
+    }
+  }
+  let out = '{';
+  let first = true;
+  for (const key of keys) {
+    const item = (value as Record<string, unknown>)[key];
+    if (item === undefined) continue;
+    if (!first) out += ',';
+    first = false;
+    out += `${quoteKey(key)}:${canonicalJson(item)}`;
+  }
+  return `${out}}`;
+}
+
+export function sha256Hex(text: string | Uint8Array): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * Seal a record: `hash` is the SHA-256 (lowercase hex) of the UTF-8 bytes of
+ * the canonical form of the record without `hash`. The line written is that
+ * canonical text with `,"hash":"…"` inserted before the closing brace, so the
+ * line minus its trailing hash field is exactly what was hashed (checkable
+ * with standard tools) and the record's content is still bound when a reader
+ * re-serialises it.
+ */
+export function sealRecord(unsealed: object): { line: string; hash: string } {
+  const canonical = canonicalJson(unsealed);
+  const hash = sha256Hex(canonical);
+  return { line: `${canonical.slice(0, -1)},"hash":"${hash}"}`, hash };
+}
+
+/** The hash a parsed record should carry: over its canonical form without `hash`. */
+export function recordHash(record: Record<string, unknown>): string {
+  const { hash: _hash, ...rest } = record;
+  return sha256Hex(canonicalJson(rest));
+}

@@ -1,0 +1,183 @@
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { expandLogArgs, orderLogFiles } from './catalog.js';
+import { readLines } from './lines.js';
+import type { DecisionRecord } from './record.js';
+
+export interface QueryFilter {
+  /** Inclusive, ISO 8601 UTC (as records write `ts`). */
+  since?: string;
+  /** Exclusive. */
+  until?: string;
+  decision?: string;
+  upstream?: string;
+  /** An ISO code among the record's jurisdictions, or "unknown" for none. */
+  jurisdiction?: string;
+  mode?: string;
+}
+
+export type QueryFormat = 'json' | 'table' | 'csv';
+
+const DURATION = /^(\d+)(s|m|h|d|w)$/;
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/**
+ * A time bound from the command line: ISO 8601 (a date is midnight UTC), or
+ * a duration back from `now` (`90m`, `24h`, `7d`). Returns ISO UTC, which
+ * compares as text with a record's `ts`.
+ */
+export function parseTimeBound(text: string, now = Date.now()): string {
+  const d = DURATION.exec(text);
+  if (d) return new Date(now - Number(d[1]) * UNIT_MS[d[2]!]!).toISOString();
+  const ms = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : text);
+  if (Number.isNaN(ms)) throw new Error(`"${text}" is not a time (ISO 8601, or a duration like 24h / 7d)`);
+  return new Date(ms).toISOString();
+}
+
+export function jurisdictionsOf(record: DecisionRecord): readonly string[] {
+  const list = record.location?.jurisdictions;
+  return Array.isArray(list) && list.length > 0 ? list : ['unknown'];
+}
+
+export function matches(record: DecisionRecord, filter: QueryFilter): boolean {
+  if (filter.since !== undefined && !(record.ts >= filter.since)) return false;
+  if (filter.until !== undefined && !(record.ts < filter.until)) return false;
+  if (filter.decision !== undefined && record.decision !== filter.decision) return false;
+  if (filter.upstream !== undefined && record.upstream !== filter.upstream) return false;
+  if (filter.mode !== undefined && record.mode !== filter.mode) return false;
+  if (filter.jurisdiction !== undefined && !jurisdictionsOf(record).includes(filter.jurisdiction)) return false;
+  return true;
+}
+
+/**
+ * Substrings a matching line must contain, tested before JSON.parse (the
+ * expensive part): lines are canonical JSON, so `"decision":"block"` appears
+ * verbatim. Necessary, not sufficient: the parsed record is still checked.
+ */
+function prefilter(filter: QueryFilter): (text: string) => boolean {
+  const needles: string[] = [];
+  if (filter.decision !== undefined) needles.push(`"decision":${JSON.stringify(filter.decision)}`);
+  if (filter.mode !== undefined) needles.push(`"mode":${JSON.stringify(filter.mode)}`);
+  if (filter.upstream !== undefined) needles.push(`"upstream":${JSON.stringify(filter.upstream)}`);
+  if (filter.jurisdiction !== undefined && filter.jurisdiction !== 'unknown') needles.push(JSON.stringify(filter.jurisdiction));
+  return (text) => needles.every((n) => text.includes(n));
+}
+
+/** Buffers output and honours backpressure, so a slow reader (a pager, a pipe) does not grow memory. */
+export class OutputBuffer {
+  private chunks: string[] = [];
+  private size = 0;
+  constructor(private readonly out: Writable) {}
+
+  async write(text: string): Promise<void> {
+    this.chunks.push(text);
+    this.size += text.length;
+    if (this.size >= 64 * 1024) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.size === 0) return;
+    const text = this.chunks.join('');
+    this.chunks = [];
+    this.size = 0;
+    if (!this.out.write(text)) await once(this.out, 'drain');
+  }
+}
+
+const COLUMNS = ['ts', 'replica', 'seq', 'decision', 'effective', 'mode', 'operation', 'method', 'upstream', 'jurisdictions', 'status', 'rule', 'reason', 'id', 'path'] as const;
+const WIDTHS: Record<(typeof COLUMNS)[number], number> = {
+  ts: 24,
+  replica: 12,
+  seq: 9,
+  decision: 8,
+  effective: 9,
+  mode: 7,
+  operation: 9,
+  method: 6,
+  upstream: 14,
+  jurisdictions: 13,
+  status: 6,
+  rule: 18,
+  reason: 24,
+  id: 36,
+  path: 0,
+};
+
+function cells(r: DecisionRecord): string[] {
+  return [
+    r.ts,
+    r.replica,
+    String(r.seq),
+    r.decision,
+    r.effective,
+    r.mode,
+    r.operation,
+    r.method,
+    r.upstream,
+    jurisdictionsOf(r).join(';'),
+    String(r.status),
+    r.rule ?? '',
+    r.reason,
+    r.id,
+    r.path,
+  ].map((v) => String(v ?? ''));
+}
+
+function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
+
+function tableRow(values: readonly string[]): string {
+  return values
+    .map((v, i) => {
+      const width = WIDTHS[COLUMNS[i]!];
+      if (width === 0) return v;
+      return v.length > width ? `${v.slice(0, width - 1)}…` : v.padEnd(width);
+    })
+    .join(' ');
+}
+
+export interface QueryStats {
+  scanned: number;
+  matched: number;
+  /** Lines that were not records (reported on stderr by the CLI; `audit verify` says why). */
+  unreadable: number;
+}
+
+/**
+ * Stream the records of `args` (files or directories, in chain order) that
+ * match `filter` to `out`: `json` writes the lines as stored (still
+ * verifiable), `table` fixed-width columns, `csv` RFC 4180 with a header.
+ * Memory is constant: one read chunk, one output buffer.
+ */
+export async function runQuery(args: readonly string[], filter: QueryFilter, format: QueryFormat, out: Writable): Promise<QueryStats> {
+  const { files, missing } = expandLogArgs(args);
+  if (missing.length > 0) throw new Error(`no such file: ${missing.join(', ')}`);
+  const buffer = new OutputBuffer(out);
+  const stats: QueryStats = { scanned: 0, matched: 0, unreadable: 0 };
+  const quick = prefilter(filter);
+  if (format === 'table') await buffer.write(`${tableRow(COLUMNS)}\n`);
+  if (format === 'csv') await buffer.write(`${COLUMNS.join(',')}\r\n`);
+  for (const group of orderLogFiles(files)) {
+    for (const file of group) {
+      for await (const line of readLines(file.path)) {
+        stats.scanned++;
+        if (!line.terminated || !quick(line.text)) continue;
+        let record: DecisionRecord;
+        try {
+          record = JSON.parse(line.text) as DecisionRecord;
+        } catch {
+          stats.unreadable++;
+          continue;
+        }
+        if (!matches(record, filter)) continue;
+        stats.matched++;
+        if (format === 'json') await buffer.write(`${line.text}\n`);
+        else if (format === 'csv') await buffer.write(`${cells(record).map(csvField).join(',')}\r\n`);
+        else await buffer.write(`${tableRow(cells(record))}\n`);
+      }
+    }
+  }
+  await buffer.flush();
+  return stats;
+}

@@ -1,0 +1,226 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { generateSigningKeyPair, parsePublicKey } from '../audit/digest.js';
+import { exportStream } from '../audit/export.js';
+import { parseTimeBound, runQuery, type QueryFilter, type QueryFormat } from '../audit/query.js';
+import { buildReport, renderHtml, renderMarkdown } from '../audit/report.js';
+import { verifyLogs, type Finding } from '../audit/verify.js';
+import { parse, UsageError, withUsage } from './args.js';
+
+const USAGE = `Usage: residency-proxy audit COMMAND …
+
+  keygen --out DIR [--force]
+      Write an Ed25519 key pair for signing digests: DIR/decision-log-signing.key
+      (private, for decision_log.signing_key_file) and DIR/decision-log-signing.pub
+      (public, for auditors). Prints the public key and its key id.
+
+  verify FILE|DIR… [--public-key PEM] [--require-signature] [--format text|json]
+      Check record hashes, seq and prev continuity within and across files,
+      digests and signatures. Reports the first broken record (file, line,
+      seq, what is wrong). Exit 0 intact, 1 broken.
+
+  query FILE|DIR… [--since T] [--until T] [--decision allow|block] [--upstream U]
+        [--jurisdiction J] [--mode M] [--format json|table|csv]
+      Stream matching records (json: the lines as stored).
+
+  report FILE|DIR… --since T --until T [--format md|html] [--public-key PEM] [--out FILE]
+      Totals by decision, mode, jurisdiction, upstream; blocked non-US writes;
+      monitor-mode would-blocks; top reasons; policy versions; chain check.
+
+  export --redis URL --stream KEY --out DIR
+      Drain a decision stream into one verifiable file per replica.
+
+T is ISO 8601 (2026-01-31, 2026-01-31T12:00:00Z) or a duration back from now (90m, 24h, 7d).`;
+
+const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  keygen,
+  verify,
+  query,
+  report,
+  export: exportCommand,
+};
+
+export function auditCommand(args: string[]): Promise<number> {
+  return withUsage(USAGE, async () => {
+    const [sub, ...rest] = args;
+    if (sub === undefined || sub === '--help' || sub === '-h') {
+      console.log(USAGE);
+      return sub === undefined ? 2 : 0;
+    }
+    const run = SUBCOMMANDS[sub];
+    if (!run) throw new UsageError(`unknown audit command "${sub}"`);
+    try {
+      return await run(rest);
+    } finally {
+      // Opt-in, for the memory tests: peak RSS of this process, in KiB.
+      if (process.env.RESIDENCY_AUDIT_MAXRSS === '1') console.error(JSON.stringify({ max_rss_kib: process.resourceUsage().maxRSS }));
+    }
+  });
+}
+
+function loadPublicKey(file: string | undefined): KeyObject | null {
+  if (file === undefined) return null;
+  return parsePublicKey(readFileSync(file, 'utf8'), file);
+}
+
+async function keygen(args: string[]): Promise<number> {
+  const { values } = parse(args, { out: { type: 'string' }, force: { type: 'boolean' } });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!values.out) throw new UsageError('keygen needs --out DIR');
+  mkdirSync(values.out, { recursive: true });
+  const privateFile = join(values.out, 'decision-log-signing.key');
+  const publicFile = join(values.out, 'decision-log-signing.pub');
+  if (!values.force && (existsSync(privateFile) || existsSync(publicFile))) {
+    console.error(`${privateFile} or ${publicFile} exists; use --force to replace it (digests signed with the old key then need the old public key)`);
+    return 1;
+  }
+  const pair = generateSigningKeyPair();
+  writeFileSync(privateFile, pair.privatePem, { mode: 0o600 });
+  writeFileSync(publicFile, pair.publicPem, { mode: 0o644 });
+  console.log(`private key: ${privateFile} (decision_log.signing_key_file; keep it secret)`);
+  console.log(`public key:  ${publicFile} (give it to auditors: audit verify --public-key)`);
+  console.log(`key id:      ${pair.keyId}`);
+  process.stdout.write(pair.publicPem);
+  return 0;
+}
+
+function location(f: Finding): string {
+  return `${f.file}${f.line !== undefined ? `:${f.line}` : ''}${f.seq !== undefined ? ` (seq ${f.seq})` : ''}`;
+}
+
+async function verify(args: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    { 'public-key': { type: 'string' }, 'require-signature': { type: 'boolean' }, format: { type: 'string', default: 'text' } },
+    true,
+  );
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length === 0) throw new UsageError('verify needs at least one FILE or DIR');
+  if (values.format !== 'text' && values.format !== 'json') throw new UsageError('--format is text or json');
+  if (values['require-signature'] && !values['public-key']) throw new UsageError('--require-signature needs --public-key');
+  const result = await verifyLogs(positionals, {
+    publicKey: loadPublicKey(values['public-key']),
+    requireSignature: values['require-signature'] === true,
+  });
+  if (values.format === 'json') {
+    console.log(JSON.stringify(result, null, 2));
+    return result.ok ? 0 : 1;
+  }
+  for (const f of result.files) {
+    const range = f.first_seq === null ? 'no records' : `seq ${f.first_seq}–${f.last_seq} (${f.records} records)`;
+    const seal = f.sealed ? `sealed, ${f.signature}` : 'unsealed';
+    console.log(`${f.file}: ${range}, ${seal}${f.replica ? `, replica ${f.replica}` : ''}`);
+  }
+  for (const f of result.findings) {
+    if (f.severity !== 'note') console.log(`${f.severity.toUpperCase()} ${location(f)}: ${f.message} [${f.code}]`);
+  }
+  if (result.firstError) {
+    console.log(`BROKEN: first broken record at ${location(result.firstError)}: ${result.firstError.message}`);
+    return 1;
+  }
+  const unsigned = result.files.filter((f) => f.signature === 'unsigned').length;
+  console.log(`INTACT: ${result.records} records in ${result.files.length} files${unsigned > 0 ? ` (${unsigned} digests unsigned)` : ''}`);
+  return 0;
+}
+
+function filterFrom(values: Record<string, string | boolean | undefined>): QueryFilter {
+  const filter: QueryFilter = {};
+  const text = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+  try {
+    const since = text('since');
+    const until = text('until');
+    if (since !== undefined) filter.since = parseTimeBound(since);
+    if (until !== undefined) filter.until = parseTimeBound(until);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  for (const key of ['decision', 'upstream', 'jurisdiction', 'mode'] as const) {
+    const v = text(key);
+    if (v !== undefined) filter[key] = key === 'jurisdiction' && v !== 'unknown' ? v.toUpperCase() : v;
+  }
+  return filter;
+}
+
+async function query(args: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    {
+      since: { type: 'string' },
+      until: { type: 'string' },
+      decision: { type: 'string' },
+      upstream: { type: 'string' },
+      jurisdiction: { type: 'string' },
+      mode: { type: 'string' },
+      format: { type: 'string', default: 'json' },
+    },
+    true,
+  );
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length === 0) throw new UsageError('query needs at least one FILE or DIR');
+  const format = values.format as QueryFormat;
+  if (!['json', 'table', 'csv'].includes(format)) throw new UsageError('--format is json, table or csv');
+  const stats = await runQuery(positionals, filterFrom(values), format, process.stdout);
+  if (stats.unreadable > 0) console.error(`${stats.unreadable} lines were not records (run "audit verify")`);
+  return 0;
+}
+
+async function report(args: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    {
+      since: { type: 'string' },
+      until: { type: 'string' },
+      format: { type: 'string', default: 'md' },
+      'public-key': { type: 'string' },
+      'require-signature': { type: 'boolean' },
+      out: { type: 'string' },
+    },
+    true,
+  );
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length === 0) throw new UsageError('report needs at least one FILE or DIR');
+  if (!values.since || !values.until) throw new UsageError('report needs --since and --until');
+  if (values.format !== 'md' && values.format !== 'html' && values.format !== 'json') throw new UsageError('--format is md, html or json');
+  const { since, until } = filterFrom(values);
+  const data = await buildReport(positionals, {
+    since: since!,
+    until: until!,
+    publicKey: loadPublicKey(values['public-key']),
+    requireSignature: values['require-signature'] === true,
+  });
+  const text = values.format === 'html' ? renderHtml(data) : values.format === 'json' ? `${JSON.stringify(data, null, 2)}\n` : renderMarkdown(data);
+  if (values.out) writeFileSync(values.out, text);
+  else process.stdout.write(text);
+  return 0;
+}
+
+async function exportCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, { redis: { type: 'string' }, stream: { type: 'string' }, out: { type: 'string' } });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!values.redis || !values.stream || !values.out) throw new UsageError('export needs --redis URL --stream KEY --out DIR');
+  const files = await exportStream({ redisUrl: values.redis, streamKey: values.stream, outDir: values.out });
+  for (const f of files) {
+    console.log(
+      `${f.file}: replica ${f.replica}, seq ${f.first_seq}–${f.last_seq}, ${f.records} records` +
+        `${f.duplicates > 0 ? `, ${f.duplicates} duplicates skipped` : ''}${f.gaps > 0 ? `, ${f.gaps} gaps` : ''}`,
+    );
+  }
+  if (files.length === 0) console.log(`stream ${values.stream} is empty`);
+  return 0;
+}

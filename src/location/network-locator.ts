@@ -1,0 +1,144 @@
+import type { GeoIp } from './geoip.js';
+import type { SiteNetworks } from './networks.js';
+import type { CloudRanges } from './ranges.js';
+import type { PinningResolver } from './resolver.js';
+import type { Signal } from './signals.js';
+
+/**
+ * Where an upstream host is on the network, from caches only: the pinned DNS
+ * answer picks the address, and that address is located by site networks,
+ * cloud ranges and GeoIP. The caller must connect to exactly the returned
+ * address, so what was located is what is reached.
+ *
+ * Precedence: a site network match is the only network signal (the operator
+ * knows their own sites); otherwise cloud ranges and GeoIP both contribute,
+ * and the policy sees a conflict if they disagree.
+ *
+ * Cost: a warm `locate` is two map reads and an identity check. Per-address
+ * results are computed once per database generation (a GeoIP reload or a new
+ * range/site table starts a new one) and shared as frozen objects.
+ */
+export interface NetworkLocation {
+  /** The address to connect to; null when the host has no usable answer (the location is then unknown). */
+  readonly address: string | null;
+  readonly signals: readonly Signal[];
+}
+
+export type AddressPick = 'first' | 'round-robin';
+
+export interface NetworkLocatorOptions {
+  resolver: PinningResolver;
+  sites?: SiteNetworks | null;
+  ranges?: CloudRanges | null;
+  geoip?: GeoIp | null;
+  /** 'first' (default) pins one address per answer; 'round-robin' spreads requests over the answer's addresses. */
+  pick?: AddressPick;
+  /** Located addresses kept; past it the cache starts over (DNS that rotates through many addresses). Default 4096. */
+  cacheSize?: number;
+}
+
+/** No usable DNS answer: no address to connect to, no signal, so the policy sees an unknown location. */
+export const UNRESOLVED: NetworkLocation = Object.freeze({ address: null, signals: Object.freeze([]) });
+
+interface HostMemo {
+  answer: object | null;
+  result: NetworkLocation;
+  next: number;
+}
+
+export class NetworkLocator {
+  private readonly resolver: PinningResolver;
+  private sites: SiteNetworks | null;
+  private ranges: CloudRanges | null;
+  private readonly geoip: GeoIp | null;
+  private readonly roundRobin: boolean;
+  private readonly cacheSize: number;
+  private readonly byAddress = new Map<string, NetworkLocation>();
+  private readonly byHost = new Map<string, HostMemo>();
+  private geoGeneration: number;
+  private tables = 0;
+
+  constructor(options: NetworkLocatorOptions) {
+    this.resolver = options.resolver;
+    this.sites = options.sites ?? null;
+    this.ranges = options.ranges ?? null;
+    this.geoip = options.geoip ?? null;
+    this.roundRobin = options.pick === 'round-robin';
+    this.cacheSize = options.cacheSize ?? 4096;
+    this.geoGeneration = this.geoip?.generation ?? 0;
+  }
+
+  /** Changes whenever located results may change: GeoIP reloads, new site or range tables. */
+  get generation(): string {
+    return `${this.tables}.${this.geoip?.generation ?? 0}`;
+  }
+
+  /**
+   * The address to use for a host and its network signals, synchronously.
+   * 'pending' until the host's first resolution has finished: the caller
+   * awaits `ready(host)` and asks again (first request only).
+   */
+  locate(host: string): NetworkLocation | 'pending' {
+    this.checkGeneration();
+    const answer = this.resolver.current(host);
+    if (answer === undefined) return this.resolver.isPending(host) ? 'pending' : UNRESOLVED;
+    let memo = this.byHost.get(host);
+    if (memo !== undefined && memo.answer === answer && !this.roundRobin) return memo.result;
+    if (memo === undefined) {
+      memo = { answer: null, result: UNRESOLVED, next: 0 };
+      this.byHost.set(host, memo);
+    }
+    const { addresses } = answer;
+    if (addresses.length === 0) return UNRESOLVED;
+    const address = this.roundRobin ? addresses[memo.next++ % addresses.length]! : addresses[0]!;
+    const result = this.locateAddress(address);
+    memo.answer = answer;
+    memo.result = result;
+    return result;
+  }
+
+  /** Wait for a host's first resolution (e.g. at startup, or on 'pending'). */
+  async ready(host: string): Promise<void> {
+    await this.resolver.ready(host);
+  }
+
+  /** Network signals for one address, cached per generation. */
+  locateAddress(address: string): NetworkLocation {
+    this.checkGeneration();
+    const cached = this.byAddress.get(address);
+    if (cached !== undefined) return cached;
+    let signals: readonly Signal[];
+    const site = this.sites?.lookup(address);
+    if (site !== undefined) {
+      signals = site.signals;
+    } else {
+      const range = this.ranges?.lookup(address);
+      const geo = this.geoip?.signal(address);
+      signals = Object.freeze([...(range?.signals ?? []), ...(geo ? [Object.freeze(geo)] : [])]);
+    }
+    const result: NetworkLocation = Object.freeze({ address, signals });
+    if (this.byAddress.size >= this.cacheSize) this.byAddress.clear();
+    this.byAddress.set(address, result);
+    return result;
+  }
+
+  /** Swap the site network and cloud range tables (a config reload); cached results are dropped. */
+  setTables(tables: { sites?: SiteNetworks | null; ranges?: CloudRanges | null }): void {
+    if (tables.sites !== undefined) this.sites = tables.sites;
+    if (tables.ranges !== undefined) this.ranges = tables.ranges;
+    this.tables++;
+    this.invalidate();
+  }
+
+  private checkGeneration(): void {
+    if (this.geoip !== null && this.geoip.generation !== this.geoGeneration) {
+      this.geoGeneration = this.geoip.generation;
+      this.invalidate();
+    }
+  }
+
+  private invalidate(): void {
+    this.byAddress.clear();
+    this.byHost.clear();
+  }
+}

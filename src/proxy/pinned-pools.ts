@@ -1,0 +1,118 @@
+import { isIP } from 'node:net';
+import { buildConnector, Pool, type Dispatcher } from 'undici';
+
+/**
+ * Keep-alive pools pinned to located addresses: one undici Pool per
+ * (upstream origin, address), whose origin is the address itself, so the
+ * socket goes to exactly the address whose location was checked and undici
+ * never resolves the upstream's name on its own. TLS still speaks to the
+ * upstream: SNI and certificate verification use the upstream's hostname.
+ * The Host header is the caller's (the forwarder always sets one).
+ *
+ * When DNS moves an upstream to another address, the old address's pool
+ * stops being used and is closed by the idle sweep once its requests finish.
+ */
+export interface PinnedPoolsOptions {
+  /** Pool options per upstream (timeouts, pipelining); `connect` may carry TLS options such as `ca`. */
+  pool?: (upstream: URL) => Omit<Pool.Options, 'connect'> & { connect?: buildConnector.BuildOptions };
+  /** Close a pool that has had no request for this long. Default 60 s. */
+  idleMs?: number;
+}
+
+interface Entry {
+  readonly pool: Pool;
+  readonly upstream: URL;
+  readonly address: string;
+  lastUsed: number;
+}
+
+export class PinnedPools {
+  private readonly pools = new Map<string, Entry>();
+  private readonly idleMs: number;
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly options: PinnedPoolsOptions = {}) {
+    this.idleMs = options.idleMs ?? 60_000;
+    this.sweeper = setInterval(() => void this.sweep(), Math.max(Math.floor(this.idleMs / 2), 50));
+    this.sweeper.unref();
+  }
+
+  /** `http(s)://ADDRESS:PORT` for an upstream and an address (IPv6 in brackets, the scheme's default port made explicit). */
+  static originFor(upstream: URL, address: string): string {
+    if (isIP(address) === 0) throw new TypeError(`"${address}" is not an IP address: pinned pools connect to addresses only`);
+    const port = upstream.port || (upstream.protocol === 'https:' ? '443' : '80');
+    return `${upstream.protocol}//${isIP(address) === 6 ? `[${address}]` : address}:${port}`;
+  }
+
+  /** The pool for (upstream, address), created on first use. */
+  pool(upstream: URL, address: string): Pool {
+    if (this.closed) throw new Error('pinned pools are closed');
+    const key = `${upstream.origin} ${address}`;
+    let entry = this.pools.get(key);
+    if (entry === undefined) {
+      entry = { pool: this.create(upstream, address), upstream, address, lastUsed: Date.now() };
+      this.pools.set(key, entry);
+    } else {
+      entry.lastUsed = Date.now();
+    }
+    return entry.pool;
+  }
+
+  /** Send a request to the upstream at exactly `address`, with the upstream's TLS name whatever the Host header says. */
+  request(upstream: URL, address: string, options: Dispatcher.RequestOptions<null>): Promise<Dispatcher.ResponseData<null>> {
+    const servername = tlsName(upstream);
+    // undici derives SNI per request from the Host header unless told; a
+    // preserved client Host must not change the name the certificate is checked against.
+    const withName = servername === undefined ? options : ({ ...options, servername } as Dispatcher.RequestOptions<null>);
+    return this.pool(upstream, address).request(withName);
+  }
+
+  get size(): number {
+    return this.pools.size;
+  }
+
+  /** Pools as (origin, address) pairs, for a gauge or a debug endpoint. */
+  list(): { upstream: string; address: string; idleMs: number }[] {
+    const now = Date.now();
+    return [...this.pools.values()].map((e) => ({ upstream: e.upstream.origin, address: e.address, idleMs: now - e.lastUsed }));
+  }
+
+  /** Close pools idle for `idleMs` with nothing in flight; resolves to how many were closed. */
+  async sweep(now = Date.now()): Promise<number> {
+    const closing: Promise<void>[] = [];
+    for (const [key, e] of this.pools) {
+      if (now - e.lastUsed < this.idleMs || e.pool.stats.size > 0) continue;
+      this.pools.delete(key);
+      closing.push(e.pool.close().catch(() => e.pool.destroy()));
+    }
+    await Promise.all(closing);
+    return closing.length;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(all.map((e) => e.pool.close().catch(() => e.pool.destroy())));
+  }
+
+  private create(upstream: URL, address: string): Pool {
+    const { connect, ...poolOptions } = this.options.pool?.(upstream) ?? {};
+    const base = buildConnector({ ...connect });
+    const servername = tlsName(upstream);
+    const pinned: buildConnector.connector = (opts, callback) => {
+      // Belt and braces: whatever undici asks for, the peer is the pinned address.
+      base({ ...opts, hostname: address, ...(servername === undefined ? {} : { servername }) }, callback);
+    };
+    return new Pool(PinnedPools.originFor(upstream, address), { ...poolOptions, connect: pinned });
+  }
+}
+
+/** The name for SNI and certificate checks: the upstream's hostname, none for an IP literal (SNI forbids addresses). */
+function tlsName(upstream: URL): string | undefined {
+  if (upstream.protocol !== 'https:') return undefined;
+  const host = upstream.hostname.startsWith('[') ? upstream.hostname.slice(1, -1) : upstream.hostname;
+  return isIP(host) === 0 ? host : undefined;
+}
