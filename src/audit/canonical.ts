@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash as oneShotHash } from 'node:crypto';
 
 /** `prev` of the very first record of a log: 64 zeros. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -64,7 +64,7 @@ export function canonicalJson(value: unknown): string {
 }
 
 export function sha256Hex(text: string | Uint8Array): string {
-  return createHash('sha256').update(text).digest('hex');
+  return oneShotHash('sha256', text, 'hex');
 }
 
 /**
@@ -85,4 +85,37 @@ export function sealRecord(unsealed: object): { line: string; hash: string } {
 export function recordHash(record: Record<string, unknown>): string {
   const { hash: _hash, ...rest } = record;
   return sha256Hex(canonicalJson(rest));
+}
+
+/** Keys in canonical order at every depth (`skip`: a top-level key allowed out of order, the trailing `hash`). */
+function sortedDeep(value: unknown, skip?: string): boolean {
+  if (value === null || typeof value !== 'object') return true;
+  if (Array.isArray(value)) {
+    for (const item of value) if (!sortedDeep(item)) return false;
+    return true;
+  }
+  let last: string | null = null;
+  for (const key in value) {
+    if (key === skip) continue;
+    if (last !== null && last > key) return false;
+    last = key;
+    if (!sortedDeep((value as Record<string, unknown>)[key])) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether a stored line's record matches its hash. Fast path for lines as
+ * the writer produces them: when re-serialising the parsed record gives the
+ * line back byte for byte and its keys are in canonical order, the line
+ * minus its trailing hash field IS the canonical form, so hashing that text
+ * is exactly the canonical check without rebuilding it. Anything else
+ * (reformatted, keys reordered) takes the full canonical path.
+ */
+export function lineMatchesHash(line: string, record: Record<string, unknown>, hash: string): boolean {
+  const suffix = `,"hash":"${hash}"}`;
+  if (line.endsWith(suffix) && sortedDeep(record, 'hash') && JSON.stringify(record) === line) {
+    return sha256Hex(`${line.slice(0, -suffix.length)}}`) === hash;
+  }
+  return recordHash(record) === hash;
 }

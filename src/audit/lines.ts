@@ -1,4 +1,5 @@
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 export interface Line {
   /** The line's text without its newline. */
@@ -14,43 +15,55 @@ export interface Line {
 const NEWLINE = 0x0a;
 
 /**
- * Lines of a file, streamed in chunks: memory stays at one chunk plus the
- * longest line, whatever the file's size. Unlike `readline` it says whether
- * the last line ended with a newline, which tells a torn tail from a complete
- * record. `onChunk` sees every byte read (to hash the file in the same pass).
+ * Lines of a file, read in chunks into one reused buffer: memory stays at one
+ * chunk plus the longest line, whatever the file's size (no per-chunk
+ * allocation for the garbage collector to chase on multi-GB logs). Unlike
+ * `readline` it says whether the last line ended with a newline, which tells
+ * a torn tail from a complete record. `onChunk` sees every byte read, before
+ * the lines in it (to hash the file in the same pass); it must not keep the
+ * buffer.
  */
 export async function* readLines(
   file: string,
-  options: { start?: number; onChunk?: (chunk: Buffer) => void; highWaterMark?: number } = {},
+  options: { start?: number; onChunk?: (chunk: Buffer) => void; chunkSize?: number } = {},
 ): AsyncGenerator<Line> {
-  const stream = createReadStream(file, { start: options.start ?? 0, highWaterMark: options.highWaterMark ?? 1024 * 1024 });
+  const handle = await open(file, 'r');
+  const buffer = Buffer.allocUnsafe(options.chunkSize ?? 256 * 1024);
   let carry: Buffer | null = null;
-  let offset = options.start ?? 0;
+  let position = options.start ?? 0;
+  let offset = position;
   let number = 0;
-  for await (const raw of stream) {
-    const chunk = raw as Buffer;
-    options.onChunk?.(chunk);
-    let start = 0;
-    let nl = chunk.indexOf(NEWLINE, start);
-    while (nl !== -1) {
-      let text: string;
-      let length = nl - start;
-      if (carry !== null) {
-        length += carry.length;
-        text = Buffer.concat([carry, chunk.subarray(start, nl)]).toString('utf8');
-        carry = null;
-      } else {
-        text = chunk.toString('utf8', start, nl);
+  try {
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      const chunk = buffer.subarray(0, bytesRead);
+      options.onChunk?.(chunk);
+      let start = 0;
+      let nl = chunk.indexOf(NEWLINE, start);
+      while (nl !== -1) {
+        let text: string;
+        let length = nl - start;
+        if (carry !== null) {
+          length += carry.length;
+          text = Buffer.concat([carry, chunk.subarray(start, nl)]).toString('utf8');
+          carry = null;
+        } else {
+          text = chunk.toString('utf8', start, nl);
+        }
+        yield { text, number: ++number, offset, terminated: true };
+        offset += length + 1;
+        start = nl + 1;
+        nl = chunk.indexOf(NEWLINE, start);
       }
-      yield { text, number: ++number, offset, terminated: true };
-      offset += length + 1;
-      start = nl + 1;
-      nl = chunk.indexOf(NEWLINE, start);
+      if (start < chunk.length) {
+        // Copied: the buffer is reused for the next read.
+        carry = carry === null ? Buffer.from(chunk.subarray(start)) : Buffer.concat([carry, chunk.subarray(start)]);
+      }
     }
-    if (start < chunk.length) {
-      const rest = chunk.subarray(start);
-      carry = carry === null ? Buffer.from(rest) : Buffer.concat([carry, rest]);
-    }
+  } finally {
+    await handle.close();
   }
   if (carry !== null && carry.length > 0) {
     yield { text: carry.toString('utf8'), number: ++number, offset, terminated: false };

@@ -1,6 +1,6 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { GENESIS_HASH, recordHash } from './canonical.js';
+import { GENESIS_HASH, lineMatchesHash } from './canonical.js';
 import { expandLogArgs, orderLogFiles, type CatalogFile } from './catalog.js';
 import { digestHash, keyId, signatureValid, type Digest } from './digest.js';
 import { digestPath } from './files.js';
@@ -165,7 +165,7 @@ async function verifyFile(
     const where = { ...at, seq };
     const replica = typeof record.replica === 'string' ? record.replica : null;
 
-    if (recordHash(record) !== hash) {
+    if (!lineMatchesHash(line.text, record, hash)) {
       report({ severity: 'error', code: 'hash_mismatch', ...where, message: `record seq ${seq} does not match its hash: its content was modified` });
     } else if (state.expectedSeq !== null && seq > state.expectedSeq) {
       const n = seq - state.expectedSeq;

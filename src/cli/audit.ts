@@ -1,12 +1,24 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { KeyObject } from 'node:crypto';
-import { generateSigningKeyPair, parsePublicKey } from '../audit/digest.js';
-import { exportStream } from '../audit/export.js';
-import { parseTimeBound, runQuery, type QueryFilter, type QueryFormat } from '../audit/query.js';
-import { buildReport, renderHtml, renderMarkdown } from '../audit/report.js';
-import { verifyLogs, type Finding } from '../audit/verify.js';
-import { parse, UsageError, withUsage } from './args.js';
+import type { QueryFilter, QueryFormat } from '../audit/query.js';
+import type { Finding } from '../audit/verify.js';
+
+// Audit commands run on auditors' machines over multi-GB logs: each loads only
+// what it needs (not the proxy's config loader, GeoIP or Redis client), which
+// keeps the baseline memory of a query or report small.
+
+class UsageError extends Error {}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals = false) {
+  try {
+    const config = { args, options: { help: { type: 'boolean', short: 'h' }, ...options }, allowPositionals, strict: true } as const;
+    return parseArgs(config) as ReturnType<typeof parseArgs<{ options: T & { help: { type: 'boolean'; short: 'h' } }; allowPositionals: true; strict: true }>>;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
 
 const USAGE = `Usage: residency-proxy audit COMMAND …
 
@@ -41,26 +53,31 @@ const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   export: exportCommand,
 };
 
-export function auditCommand(args: string[]): Promise<number> {
-  return withUsage(USAGE, async () => {
-    const [sub, ...rest] = args;
-    if (sub === undefined || sub === '--help' || sub === '-h') {
-      console.log(USAGE);
-      return sub === undefined ? 2 : 0;
-    }
+export async function auditCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    console.log(USAGE);
+    return sub === undefined ? 2 : 0;
+  }
+  try {
     const run = SUBCOMMANDS[sub];
     if (!run) throw new UsageError(`unknown audit command "${sub}"`);
-    try {
-      return await run(rest);
-    } finally {
-      // Opt-in, for the memory tests: peak RSS of this process, in KiB.
-      if (process.env.RESIDENCY_AUDIT_MAXRSS === '1') console.error(JSON.stringify({ max_rss_kib: process.resourceUsage().maxRSS }));
+    return await run(rest);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`${err.message}\n\n${USAGE}`);
+      return 2;
     }
-  });
+    throw err;
+  } finally {
+    // Opt-in, for the memory tests: peak RSS of this process, in KiB.
+    if (process.env.RESIDENCY_AUDIT_MAXRSS === '1') console.error(JSON.stringify({ max_rss_kib: process.resourceUsage().maxRSS }));
+  }
 }
 
-function loadPublicKey(file: string | undefined): KeyObject | null {
+async function loadPublicKey(file: string | undefined): Promise<KeyObject | null> {
   if (file === undefined) return null;
+  const { parsePublicKey } = await import('../audit/digest.js');
   return parsePublicKey(readFileSync(file, 'utf8'), file);
 }
 
@@ -78,6 +95,7 @@ async function keygen(args: string[]): Promise<number> {
     console.error(`${privateFile} or ${publicFile} exists; use --force to replace it (digests signed with the old key then need the old public key)`);
     return 1;
   }
+  const { generateSigningKeyPair } = await import('../audit/digest.js');
   const pair = generateSigningKeyPair();
   writeFileSync(privateFile, pair.privatePem, { mode: 0o600 });
   writeFileSync(publicFile, pair.publicPem, { mode: 0o644 });
@@ -105,8 +123,9 @@ async function verify(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new UsageError('verify needs at least one FILE or DIR');
   if (values.format !== 'text' && values.format !== 'json') throw new UsageError('--format is text or json');
   if (values['require-signature'] && !values['public-key']) throw new UsageError('--require-signature needs --public-key');
+  const { verifyLogs } = await import('../audit/verify.js');
   const result = await verifyLogs(positionals, {
-    publicKey: loadPublicKey(values['public-key']),
+    publicKey: await loadPublicKey(values['public-key']),
     requireSignature: values['require-signature'] === true,
   });
   if (values.format === 'json') {
@@ -130,7 +149,8 @@ async function verify(args: string[]): Promise<number> {
   return 0;
 }
 
-function filterFrom(values: Record<string, string | boolean | undefined>): QueryFilter {
+async function filterFrom(values: Record<string, string | boolean | undefined>): Promise<QueryFilter> {
+  const { parseTimeBound } = await import('../audit/query.js');
   const filter: QueryFilter = {};
   const text = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
   try {
@@ -169,7 +189,8 @@ async function query(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new UsageError('query needs at least one FILE or DIR');
   const format = values.format as QueryFormat;
   if (!['json', 'table', 'csv'].includes(format)) throw new UsageError('--format is json, table or csv');
-  const stats = await runQuery(positionals, filterFrom(values), format, process.stdout);
+  const { runQuery } = await import('../audit/query.js');
+  const stats = await runQuery(positionals, await filterFrom(values), format, process.stdout);
   if (stats.unreadable > 0) console.error(`${stats.unreadable} lines were not records (run "audit verify")`);
   return 0;
 }
@@ -194,11 +215,12 @@ async function report(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new UsageError('report needs at least one FILE or DIR');
   if (!values.since || !values.until) throw new UsageError('report needs --since and --until');
   if (values.format !== 'md' && values.format !== 'html' && values.format !== 'json') throw new UsageError('--format is md, html or json');
-  const { since, until } = filterFrom(values);
+  const { since, until } = await filterFrom(values);
+  const { buildReport, renderHtml, renderMarkdown } = await import('../audit/report.js');
   const data = await buildReport(positionals, {
     since: since!,
     until: until!,
-    publicKey: loadPublicKey(values['public-key']),
+    publicKey: await loadPublicKey(values['public-key']),
     requireSignature: values['require-signature'] === true,
   });
   const text = values.format === 'html' ? renderHtml(data) : values.format === 'json' ? `${JSON.stringify(data, null, 2)}\n` : renderMarkdown(data);
@@ -214,6 +236,7 @@ async function exportCommand(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.redis || !values.stream || !values.out) throw new UsageError('export needs --redis URL --stream KEY --out DIR');
+  const { exportStream } = await import('../audit/export.js');
   const files = await exportStream({ redisUrl: values.redis, streamKey: values.stream, outDir: values.out });
   for (const f of files) {
     console.log(

@@ -30,6 +30,22 @@ const Listen = (host: string, port: number) =>
     default: { host, port },
   });
 
+/**
+ * A site network's place: an ISO code, or { jurisdiction, region }. One
+ * schema with two instance types rather than anyOf, so a mistake yields one
+ * clear problem instead of one per alternative.
+ */
+const SiteNetwork = Type.Unsafe<string | { jurisdiction: string; region?: string }>({
+  type: ['string', 'object'],
+  properties: {
+    jurisdiction: { type: 'string', description: 'an ISO 3166-1 alpha-2 code' },
+    region: { type: 'string', minLength: 1, description: 'a cloud region id' },
+  },
+  required: ['jurisdiction'],
+  additionalProperties: false,
+  description: 'an ISO 3166-1 alpha-2 code, or { jurisdiction, region }',
+});
+
 const ClassifyOverride = Type.Object(
   {
     method: Method,
@@ -65,6 +81,28 @@ const Upstream = Type.Object(
         { connect: Type.Optional(Seconds), headers: Type.Optional(Seconds), body: Type.Optional(Seconds) },
         { additionalProperties: false },
       ),
+    ),
+    // What the request itself says about where it lands (Host name, SigV4
+    // scope, create-bucket bodies). Off by default for S3-compatible stores:
+    // MinIO and friends answer to us-east-1 wherever they run.
+    request_signals: Type.Optional(
+      Type.Boolean({
+        description: 'true or false; default true when the upstream host is under amazonaws.com(.cn), googleapis.com or core.windows.net',
+      }),
+    ),
+    discovery: Type.Optional(
+      Type.Object(
+        {
+          enabled: Type.Boolean(),
+          ttl: Type.Number({ exclusiveMinimum: 0, default: 86_400, description: 'seconds a discovered region is kept' }),
+          negative_ttl: Type.Number({ minimum: 0, default: 60, description: 'seconds "no region found" is kept (0: not kept)' }),
+          timeout: Type.Number({ exclusiveMinimum: 0, default: 5, description: 'seconds the HEAD /BUCKET may take' }),
+        },
+        { additionalProperties: false, description: 'S3: ask the upstream where a bucket without a declared location is' },
+      ),
+    ),
+    accounts: Type.Optional(
+      Type.Record(Type.String(), Type.String({ minLength: 1 }), { description: 'Azure storage account → region id or ISO code' }),
     ),
   },
   { additionalProperties: false },
@@ -235,19 +273,7 @@ export const ConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
-    networks: Type.Optional(
-      Type.Record(
-        Type.String(),
-        Type.Union([
-          Jurisdiction,
-          Type.Object(
-            { jurisdiction: Jurisdiction, region: Type.Optional(Type.String({ minLength: 1, description: 'a cloud region id' })) },
-            { additionalProperties: false },
-          ),
-        ], { description: 'an ISO 3166-1 alpha-2 code, or { jurisdiction, region }' }),
-        { description: 'site CIDR → ISO code or { jurisdiction, region }' },
-      ),
-    ),
+    networks: Type.Optional(Type.Record(Type.String(), SiteNetwork, { description: 'site CIDR → ISO code or { jurisdiction, region }' })),
     upstreams: Type.Array(Upstream, { minItems: 1 }),
     rules: Type.Array(Rule, { default: [] }),
     exceptions: Type.Array(Exception, { default: [] }),

@@ -243,32 +243,41 @@ export class CloudRanges {
    * (Azure lists every regional prefix again under the global AzureCloud tag).
    */
   static fromParsed(parsed: readonly ParsedRangeFile[]): CloudRanges {
-    const byPrefix = new Map<string, { places: Map<string, RegionInfo | undefined>; placed: boolean }>();
+    // Per prefix: its places, usually one, so a small array rather than a Map.
+    const byPrefix = new Map<string, { places: [string, RegionInfo | undefined][]; placed: boolean }>();
     for (const { info, entries } of parsed) {
       for (const e of entries) {
         let slot = byPrefix.get(e.prefix);
-        if (!slot) byPrefix.set(e.prefix, (slot = { places: new Map(), placed: false }));
+        if (!slot) byPrefix.set(e.prefix, (slot = { places: [], placed: false }));
         const place = `${info.provider}:${e.region ?? (info.format === 'aws' ? 'GLOBAL' : 'global')}`;
         if (e.info !== undefined && !slot.placed) {
-          slot.places.clear();
+          slot.places = [];
           slot.placed = true;
         }
-        if (e.info !== undefined || !slot.placed) slot.places.set(place, e.info);
+        if ((e.info !== undefined || !slot.placed) && !slot.places.some(([p]) => p === place)) slot.places.push([place, e.info]);
       }
     }
+    // Prefixes share a handful of place sets: build each set's signals once.
+    const shared = new Map<string, { places: readonly string[]; signals: readonly Signal[] }>();
     const table = new PrefixTable<CloudRange>();
     for (const [prefix, { places }] of byPrefix) {
-      const signals: Signal[] = [];
-      for (const [place, region] of places) {
-        if (region === undefined) {
-          signals.push(Object.freeze({ source: 'network:cloud-range', value: place, jurisdiction: null }));
-        } else {
-          for (const jurisdiction of region.jurisdictions) {
-            signals.push(Object.freeze({ source: 'network:cloud-range', value: place, jurisdiction, region: region.id }));
+      const key = places.map(([p]) => p).join(' ');
+      let set = shared.get(key);
+      if (!set) {
+        const signals: Signal[] = [];
+        for (const [place, region] of places) {
+          if (region === undefined) {
+            signals.push(Object.freeze({ source: 'network:cloud-range', value: place, jurisdiction: null }));
+          } else {
+            for (const jurisdiction of region.jurisdictions) {
+              signals.push(Object.freeze({ source: 'network:cloud-range', value: place, jurisdiction, region: region.id }));
+            }
           }
         }
+        set = { places: Object.freeze(places.map(([p]) => p)), signals: Object.freeze(signals) };
+        shared.set(key, set);
       }
-      table.add(prefix, Object.freeze({ prefix, places: Object.freeze([...places.keys()]), signals: Object.freeze(signals) }));
+      table.add(prefix, Object.freeze({ prefix, places: set.places, signals: set.signals }));
     }
     return new CloudRanges(table, Object.freeze(parsed.map((p) => p.info)));
   }

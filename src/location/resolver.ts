@@ -157,7 +157,13 @@ export class PinningResolver {
       settleFirst();
       return s;
     }
-    if (!this.closed) void this.refresh(s);
+    if (this.closed) {
+      // Nothing will ever resolve it: settle at once so `ready` cannot hang.
+      s.attempted = true;
+      settleFirst();
+    } else {
+      void this.refresh(s);
+    }
     return s;
   }
 

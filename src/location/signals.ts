@@ -111,7 +111,8 @@ export function locationProblems(config: Config): ConfigProblem[] {
   for (const [cidr, site] of Object.entries(config.networks ?? {})) {
     const at = `networks[${JSON.stringify(cidr)}]`;
     if (typeof site === 'string') iso(at, site);
-    else iso(`${at}.jurisdiction`, site.jurisdiction);
+    // Other shapes are the schema's to report.
+    else if (typeof site?.jurisdiction === 'string') iso(`${at}.jurisdiction`, site.jurisdiction);
   }
   return problems;
 }

@@ -6,7 +6,9 @@ import type { Upstream } from './route.js';
 /**
  * Forwarding over undici: one keep-alive pool per upstream, bodies streamed
  * both ways with backpressure, never buffered. The pool connects to the
- * upstream's own URL; only configured upstreams ever get a pool.
+ * upstream's own URL; only configured upstreams ever get a pool. A `{host}`
+ * upstream gets one pool per requested host, and only for hosts its route's
+ * host pattern admitted.
  */
 export interface ForwardRequest {
   method: string;
@@ -14,11 +16,22 @@ export interface ForwardRequest {
   path: string;
   /** Flat [name, value, name, value …] list, hop-by-hop headers already removed. */
   headers: string[];
-  body: AsyncIterable<Buffer> | null;
+  /** Streamed, or (a create-bucket body the proxy inspected) exactly these bytes. */
+  body: AsyncIterable<Buffer> | Buffer | null;
   signal?: AbortSignal;
 }
 
 export type ForwardFailure = 'upstream_unreachable' | 'upstream_timeout' | 'upstream_reset' | 'client_aborted';
+
+export interface ForwarderOptions {
+  /**
+   * Extra socket options for every pool (merged over the upstream's connect
+   * timeout), e.g. a `lookup` that resolves test names to loopback.
+   */
+  connect?: Pool.Options['connect'];
+  /** Pools kept per `{host}` upstream (one per requested host); the least recently used is closed first. Default 256. */
+  maxHostPools?: number;
+}
 
 export class Forwarder {
   /**
@@ -27,20 +40,65 @@ export class Forwarder {
    * in-flight requests keep the pool they started on.
    */
   private readonly pools = new Map<Upstream, Pool>();
+  /** `{host}` upstreams: a pool per (upstream, requested origin), in least-recently-used order. */
+  private readonly hostPools = new Map<Upstream, Map<string, Pool>>();
+  private readonly maxHostPools: number;
 
-  private poolFor(u: Upstream): Pool {
-    let pool = this.pools.get(u);
-    if (pool === undefined) {
-      pool = new Pool(u.url.origin, {
-        connect: { timeout: u.timeouts.connect },
-        headersTimeout: u.timeouts.headers,
-        bodyTimeout: u.timeouts.body,
-        keepAliveTimeout: 4_000,
-        pipelining: 1,
-      });
-      this.pools.set(u, pool);
+  constructor(private readonly options: ForwarderOptions = {}) {
+    this.maxHostPools = options.maxHostPools ?? 256;
+  }
+
+  private create(u: Upstream, origin: string): Pool {
+    const connect = this.options.connect;
+    return new Pool(origin, {
+      connect: typeof connect === 'function' ? connect : { timeout: u.timeouts.connect, ...connect },
+      headersTimeout: u.timeouts.headers,
+      bodyTimeout: u.timeouts.body,
+      keepAliveTimeout: 4_000,
+      pipelining: 1,
+    });
+  }
+
+  private poolFor(u: Upstream, origin: string): Pool {
+    if (u.hostTemplate === null) {
+      let pool = this.pools.get(u);
+      if (pool === undefined) {
+        pool = this.create(u, u.url.origin);
+        this.pools.set(u, pool);
+      }
+      return pool;
+    }
+    let byOrigin = this.hostPools.get(u);
+    if (byOrigin === undefined) {
+      byOrigin = new Map();
+      this.hostPools.set(u, byOrigin);
+    }
+    let pool = byOrigin.get(origin);
+    if (pool !== undefined) {
+      // Refresh recency: Map order is the eviction order.
+      byOrigin.delete(origin);
+      byOrigin.set(origin, pool);
+      return pool;
+    }
+    pool = this.create(u, origin);
+    byOrigin.set(origin, pool);
+    // Virtual-hosted buckets make one host per bucket: bound the pools, close the coldest gracefully.
+    while (byOrigin.size > this.maxHostPools) {
+      const [coldest, old] = byOrigin.entries().next().value as [string, Pool];
+      byOrigin.delete(coldest);
+      old.close().catch(() => old.destroy());
     }
     return pool;
+  }
+
+  /**
+   * The upstream's own pool, for requests the proxy makes itself (bucket
+   * region discovery): they go to the configured endpoint only, never to a
+   * host a client named. Not for `{host}` upstreams, which have none.
+   */
+  dispatcherFor(upstream: Upstream): Dispatcher {
+    if (upstream.hostTemplate !== null) throw new Error(`upstream ${upstream.name} forwards to the requested host: it has no pool of its own`);
+    return this.poolFor(upstream, upstream.url.origin);
   }
 
   /** After a reload: close (gracefully) the pools of upstreams no longer in use. */
@@ -51,15 +109,21 @@ export class Forwarder {
       this.pools.delete(u);
       pool.close().catch(() => pool.destroy());
     }
+    for (const [u, byOrigin] of this.hostPools) {
+      if (keep.has(u)) continue;
+      this.hostPools.delete(u);
+      for (const pool of byOrigin.values()) pool.close().catch(() => pool.destroy());
+    }
   }
 
-  send(upstream: Upstream, req: ForwardRequest): Promise<Dispatcher.ResponseData> {
-    return this.poolFor(upstream).request<null>({
+  /** Send to `origin` (a RouteMatch's: the upstream's own, or the requested host's for a `{host}` upstream). */
+  send(upstream: Upstream, req: ForwardRequest, origin: string = upstream.url.origin): Promise<Dispatcher.ResponseData> {
+    return this.poolFor(upstream, origin).request<null>({
       method: req.method as Dispatcher.HttpMethod,
       path: req.path,
       headers: req.headers,
       // undici streams async iterables with backpressure (its types only list Readable).
-      body: req.body as Readable | null,
+      body: req.body as Readable | Buffer | null,
       signal: req.signal,
       // A refused or failed write must not be retried with a body we no longer have.
       idempotent: false,
@@ -67,7 +131,8 @@ export class Forwarder {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => p.destroy())));
+    const all = [...this.pools.values(), ...[...this.hostPools.values()].flatMap((m) => [...m.values()])];
+    await Promise.all(all.map((p) => p.close().catch(() => p.destroy())));
   }
 }
 

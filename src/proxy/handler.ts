@@ -66,6 +66,9 @@ export function createRequestHandler(deps: HandlerDeps) {
       jurisdiction: decision.jurisdictions.length === 0 ? 'unknown' : decision.jurisdictions.join(','),
       reason: decision.reason,
     });
+    // Would-blocks in monitor mode, and where a shadow policy disagrees: what a team watches before enforcing.
+    if (decision.mode === 'monitor' && decision.rule !== null) metrics.shadowDecisions.inc({ rule: decision.rule, decision: decision.action });
+    if (plan.shadow !== null) metrics.shadowDecisions.inc({ rule: plan.shadow.rule ?? 'default', decision: plan.shadow.action });
 
     const entry = (status: number, bytesIn: number, bytesOut: number | null, error?: string): DecisionEntry => ({
       ts: new Date().toISOString(),
@@ -187,6 +190,8 @@ export function createRequestHandler(deps: HandlerDeps) {
     const declaredLength = response.headers['content-length'];
     const bytesOut = typeof declaredLength === 'string' && /^\d+$/.test(declaredLength) ? Number(declaredLength) : null;
     if (!(await record(entry(response.statusCode, sent.bytes, bytesOut)))) {
+      // Discarded unread: destroying it emits an abort error nobody else listens for.
+      response.body.on('error', () => {});
       response.body.destroy();
       return;
     }

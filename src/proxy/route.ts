@@ -1,13 +1,14 @@
-import type { Config } from '../config/load.js';
+import type { Config, ConfigProblem } from '../config/load.js';
 import type { ClassifyOverrideConfig, Provider } from '../config/schema.js';
 import { parseUpstreamUrl } from '../config/validate.js';
-import { compileDeclared, type DeclaredLocation } from '../location/signals.js';
+import { compileDeclared, placeSignals, resolvePlace, toLocation, type DeclaredLocation, type Location } from '../location/signals.js';
 import { hasPathPrefix } from './normalize.js';
 
 /** An upstream as the data plane uses it: URL parsed, route and location compiled. */
 export interface Upstream {
   readonly name: string;
   readonly provider: Provider;
+  /** The upstream URL; for a `{host}` upstream its host is the literal placeholder (see `hostTemplate`). */
   readonly url: URL;
   /** The upstream URL's path without a trailing slash ('' for the root). */
   readonly basePath: string;
@@ -18,9 +19,22 @@ export interface Upstream {
   readonly prefix: string | null;
   readonly stripPrefix: boolean;
   readonly declared: DeclaredLocation;
+  /** Buckets (containers) with a declared location of their own. */
+  readonly declaredBuckets: ReadonlySet<string>;
+  /** Azure: storage account → its declared location (beats the upstream's; a per-container entry beats it). */
+  readonly accounts: ReadonlyMap<string, Location> | null;
   readonly classify: readonly ClassifyOverrideConfig[];
   /** Azure emulators (Azurite) put the account in the path: /ACCOUNT/container/blob. */
   readonly accountInPath: boolean;
+  /** The Host name, SigV4 scope and create-bucket bodies count as location signals (real cloud endpoints). */
+  readonly requestSignals: boolean;
+  /** S3 bucket → region discovery, or null when off. */
+  readonly discovery: { readonly ttlMs: number; readonly negativeTtlMs: number; readonly timeoutMs: number } | null;
+  /**
+   * `url: https://{host}[:port]`: the request goes to the host it named,
+   * which the route's host pattern admitted. Null for a fixed URL.
+   */
+  readonly hostTemplate: { readonly scheme: string; readonly port: string } | null;
   readonly timeouts: { readonly connect: number; readonly headers: number; readonly body: number };
 }
 
@@ -30,15 +44,34 @@ export interface RouteMatch {
   readonly forwardPath: string;
   /** The request path relative to the upstream (after stripping), used for bucket parsing and rules. */
   readonly upstreamPath: string;
+  /** scheme://host[:port] the request is sent to: the upstream's own, or for a `{host}` upstream the requested host's. */
+  readonly origin: string;
+  /** host[:port] of `origin`: the record's target and the Host sent when the client's is not preserved. */
+  readonly targetHost: string;
 }
+
+/** The placeholder a `url` uses to forward to the requested host. */
+export const HOST_PLACEHOLDER = '{host}';
+// What a `{host}` upstream may be asked to connect to: a DNS name or an IPv4
+// address, lower case, no port (the port comes from the URL).
+const TARGET_HOST = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+// Cloud endpoints whose Host names, signing scopes and create-bucket bodies mean what the provider says they mean.
+const CLOUD_HOST = /(?:^|\.)(?:amazonaws\.com(?:\.cn)?|googleapis\.com|core\.windows\.net)$/;
 
 export function compileUpstreams(config: Config): Upstream[] {
   return config.upstreams.map((u) => {
+    const problem = upstreamProblem(u);
+    if (problem !== null) throw new Error(`upstream ${u.name}: ${problem}`);
+    const templated = u.url.includes(HOST_PLACEHOLDER);
     const url = parseUpstreamUrl(u.url);
     if (typeof url === 'string') throw new Error(`upstream ${u.name}: ${url}`);
     const provider = u.provider ?? 'generic';
     const prefix = u.route.path_prefix === undefined || u.route.path_prefix === '/' ? null : u.route.path_prefix.replace(/\/+$/, '');
+    const routeHost = u.route.host?.toLowerCase() ?? null;
     const ms = (s: number | undefined, fallback: number) => Math.round((s ?? fallback) * 1000);
+    // Where the upstream really is: the URL's host, or for {host} the route's pattern.
+    const endpointHost = templated ? (routeHost ?? '') : url.hostname;
+    const accounts = Object.entries(u.accounts ?? {});
     return Object.freeze({
       name: u.name,
       provider,
@@ -47,12 +80,28 @@ export function compileUpstreams(config: Config): Upstream[] {
       hostHeader: url.host,
       // SigV4 (S3, GCS HMAC) signs the Host header: rewriting it breaks every signed request.
       preserveHost: u.preserve_host ?? (provider === 's3' || provider === 'gcs'),
-      routeHost: u.route.host?.toLowerCase() ?? null,
+      routeHost,
       prefix,
       stripPrefix: u.route.strip_prefix ?? false,
       declared: compileDeclared(u),
+      declaredBuckets: new Set(Object.keys(u.buckets ?? {})),
+      accounts:
+        provider === 'azure' && accounts.length > 0
+          ? new Map(accounts.map(([account, place]) => [account.toLowerCase(), toLocation(placeSignals('declared', place))]))
+          : null,
       classify: u.classify ?? [],
-      accountInPath: provider === 'azure' && !url.hostname.endsWith('.core.windows.net'),
+      accountInPath: provider === 'azure' && !templated && !url.hostname.endsWith('.core.windows.net'),
+      requestSignals: u.request_signals ?? CLOUD_HOST.test(endpointHost.replace(/^\*\./, '')),
+      // A {host} upstream has no one endpoint to ask: its Host names and SigV4 scopes place requests.
+      discovery:
+        provider === 's3' && u.discovery?.enabled === true && !templated
+          ? {
+              ttlMs: ms(u.discovery.ttl, 86_400),
+              negativeTtlMs: Math.round((u.discovery.negative_ttl ?? 60) * 1000),
+              timeoutMs: ms(u.discovery.timeout, 5),
+            }
+          : null,
+      hostTemplate: templated ? { scheme: url.protocol, port: url.port } : null,
       timeouts: {
         connect: ms(u.timeouts?.connect, config.timeouts.connect),
         headers: ms(u.timeouts?.headers, config.timeouts.headers),
@@ -60,6 +109,38 @@ export function compileUpstreams(config: Config): Upstream[] {
       },
     });
   });
+}
+
+/**
+ * What is wrong with an upstream that only the data plane's rules see (a
+ * `{host}` URL needs a host pattern to bound it, accounts must resolve), or
+ * null. For check-config as a ConfigCheck through `upstreamProblems`.
+ */
+function upstreamProblem(u: Config['upstreams'][number]): string | null {
+  if (!u.url.includes(HOST_PLACEHOLDER)) return null;
+  const url = parseUpstreamUrl(u.url);
+  if (typeof url === 'string') return url;
+  if (url.hostname !== HOST_PLACEHOLDER || u.url.indexOf(HOST_PLACEHOLDER) !== u.url.lastIndexOf(HOST_PLACEHOLDER)) {
+    return `"${u.url}" may use ${HOST_PLACEHOLDER} only as the whole host, once`;
+  }
+  // Without a host pattern, any Host a client sends would be contacted: an open proxy.
+  if (u.route.host === undefined) return `url uses ${HOST_PLACEHOLDER} but route.host is not set (every requested host must match a pattern)`;
+  return null;
+}
+
+/** Upstream problems for check-config (the same checks compileUpstreams enforces). */
+export function upstreamProblems(config: Config): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  config.upstreams.forEach((u, i) => {
+    const problem = upstreamProblem(u);
+    if (problem !== null) problems.push({ path: `upstreams[${i}].url`, message: problem, expected: `https://${HOST_PLACEHOLDER} with route.host, or a fixed URL` });
+    for (const [account, place] of Object.entries(u.accounts ?? {})) {
+      if (!resolvePlace(place)) {
+        problems.push({ path: `upstreams[${i}].accounts[${JSON.stringify(account)}]`, message: `"${place}" is neither a region nor an ISO code`, expected: 'a cloud region id (westeurope) or ISO 3166-1 code (NL)' });
+      }
+    }
+  });
+  return problems;
 }
 
 /** Picks the upstream for a request by Host and/or path prefix; the most specific route wins. */
@@ -81,10 +162,24 @@ export class Router {
         upstreamPath = path.slice(upstream.prefix.length);
         if (upstreamPath === '' || upstreamPath[0] !== '/') upstreamPath = '/' + upstreamPath;
       }
-      return { upstream, forwardPath: upstream.basePath + upstreamPath, upstreamPath };
+      const forwardPath = upstream.basePath + upstreamPath;
+      if (upstream.hostTemplate === null) {
+        return { upstream, forwardPath, upstreamPath, origin: upstream.url.origin, targetHost: upstream.hostHeader };
+      }
+      const target = targetFor(upstream.hostTemplate, hostname);
+      // A name we would not connect to (IPv6 literal, odd characters): this route does not take it.
+      if (target === null) continue;
+      return { upstream, forwardPath, upstreamPath, ...target };
     }
     return null;
   }
+}
+
+/** The origin a `{host}` upstream sends a request for `hostname` to, or null when it is not a host name we connect to. */
+export function targetFor(template: { readonly scheme: string; readonly port: string }, hostname: string): { origin: string; targetHost: string } | null {
+  if (!TARGET_HOST.test(hostname)) return null;
+  const targetHost = template.port === '' ? hostname : `${hostname}:${template.port}`;
+  return { origin: `${template.scheme}//${targetHost}`, targetHost };
 }
 
 function specificity(u: Upstream): number {

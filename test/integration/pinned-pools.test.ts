@@ -12,7 +12,7 @@ import { PinnedPools } from '../../src/proxy/pinned-pools.js';
 interface Seen {
   host: string | undefined;
   local: string | undefined;
-  sni?: string | false;
+  sni?: string | false | null;
 }
 
 let closers: (() => Promise<void>)[] = [];

@@ -64,7 +64,7 @@ describe('audit query', () => {
 
   it('json output is the stored lines (still verifiable)', async () => {
     const out = await query({ since: '2026-01-01T00:00:01.000Z', until: '2026-01-01T00:00:02.000Z' });
-    expect(out).toMatch(/^\{"bytes_in":5,.*"hash":"[0-9a-f]{64}"\}\n$/);
+    expect(out).toMatch(/^\{"bucket":"bucket","bytes_in":5,.*"seq":1,.*"hash":"[0-9a-f]{64}"\}\n$/);
   });
 
   it('csv: header, one row per record, RFC 4180 quoting', async () => {
