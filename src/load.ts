@@ -51,7 +51,12 @@ export function loadPolicy(file: string, env: NodeJS.ProcessEnv = {}): LoadedPol
 }
 
 /** Compile the parts of a config the data plane and `explain` use. */
-export function buildPlanner(config: Config, shadow: Config | null = null, now: () => number = Date.now): Planner {
-  return new Planner(compileUpstreams(config), compilePolicy(config), shadow === null ? null : compilePolicy(shadow), now);
+export function buildPlanner(
+  config: Config,
+  shadow: Config | null = null,
+  now: () => number = Date.now,
+  lockdown: () => boolean = () => false,
+): Planner {
+  return new Planner(compileUpstreams(config), compilePolicy(config), shadow === null ? null : compilePolicy(shadow), now, lockdown);
 }
 

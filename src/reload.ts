@@ -37,6 +37,8 @@ export interface PolicyStoreOptions {
   file: string;
   env?: NodeJS.ProcessEnv;
   now?: () => number;
+  /** Whether a fleet-wide lockdown is in force; every planner built reads it per request. */
+  lockdown?: () => boolean;
   onReload?: (attempt: ReloadAttempt, planner: Planner) => void;
   /** Polling interval backing up fs.watch (which misses some symlink swaps), ms; 0 disables. */
   pollMs?: number;
@@ -59,7 +61,7 @@ export class PolicyStore {
     initial: LoadedPolicy,
   ) {
     this.loaded = initial;
-    this.planner = buildPlanner(initial.config, initial.shadow, options.now);
+    this.planner = buildPlanner(initial.config, initial.shadow, options.now, options.lockdown);
     this.loadedAt = new Date().toISOString();
     this.fingerprint = this.readFingerprint();
   }
@@ -89,7 +91,7 @@ export class PolicyStore {
     let attempt: ReloadAttempt;
     try {
       const next = loadPolicy(this.options.file, this.options.env ?? {});
-      const planner = buildPlanner(next.config, next.shadow, this.options.now);
+      const planner = buildPlanner(next.config, next.shadow, this.options.now, this.options.lockdown);
       const restartRequired = RESTART_KEYS.filter(
         (key) => JSON.stringify(next.config[key]) !== JSON.stringify(this.loaded.config[key]),
       );

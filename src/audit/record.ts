@@ -32,8 +32,18 @@ export interface DecisionRecord {
   reason: Reason;
   /** The exception that changed this decision, when one did. */
   exception?: AppliedException;
+  /** Present (true) when a fleet-wide lockdown was in force. */
+  lockdown?: true;
   /** The shadow policy's decision, when one is configured and it differed. */
   shadow?: { policy: string; decision: 'allow' | 'block'; rule: string | null; reason: Reason };
+  /** The SigV4 access key id the request was signed with, when it was (an identifier, not a secret; exceptions match it). */
+  principal?: string;
+  /**
+   * The request continued a multipart upload or resumable session and was
+   * decided on the location stored when that started; `known: false` when
+   * none was stored (the location is then unknown).
+   */
+  upload?: { kind: 'multipart' | 'gcs-resumable'; known: boolean };
   /** Final status the client was sent. */
   status: number;
   bytes_in: number;

@@ -55,6 +55,8 @@ export interface Decision {
   readonly effective: 'forwarded' | 'refused';
   /** Set when an exception changed the decision the rules alone would take. */
   readonly exception?: AppliedException;
+  /** Set when a fleet-wide lockdown was in force for this decision. */
+  readonly lockdown?: true;
 }
 
 interface CompiledRule {
@@ -166,12 +168,22 @@ export function policyProblems(config: Config): ConfigProblem[] {
 /**
  * Decide one request. `now` is injectable so exception expiry is testable
  * without sleeping; an expired exception stops applying on its own.
+ *
+ * Under a fleet-wide `lockdown` every rule behaves as `enforce`, an unknown
+ * location is refused and allow-exceptions are suspended, whatever the
+ * policy says: an incident commander's switch to stop every non-allowed write.
  */
-export function decide(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[], now = Date.now()): Decision {
-  const base = decideByRules(policy, facts, jurisdictions);
+export function decide(
+  policy: Policy,
+  facts: RequestFacts,
+  jurisdictions: readonly string[],
+  now = Date.now(),
+  lockdown = false,
+): Decision {
+  const base = decideByRules(policy, facts, jurisdictions, lockdown);
   if (policy.exceptions.length === 0) return base;
   const exception = matchException(policy, facts, now);
-  if (exception === null || exception.action === base.action) return base;
+  if (exception === null || exception.action === base.action || (lockdown && exception.action === 'allow')) return base;
   const mode = base.mode;
   const effective = exception.action === 'block' && mode === 'enforce' ? 'refused' : 'forwarded';
   return {
@@ -199,7 +211,7 @@ function matchException(policy: Policy, facts: RequestFacts, now: number): Compi
   return null;
 }
 
-function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[]): Decision {
+function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[], lockdown: boolean): Decision {
   const rule = matchRule(policy, facts);
   if (rule === null) {
     return { action: 'allow', rule: null, mode: policy.fallback.mode, reason: 'read_allowed', jurisdictions, effective: 'forwarded' };
@@ -208,7 +220,7 @@ function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: reado
   let reason: Reason;
   if (jurisdictions.length === 0) {
     // Fail closed: nothing placed the target anywhere.
-    action = rule.unknownAllowed ? 'allow' : 'block';
+    action = rule.unknownAllowed && !lockdown ? 'allow' : 'block';
     reason = 'unknown_location';
   } else {
     let allowed = 0;
@@ -222,8 +234,10 @@ function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: reado
       reason = allowed > 0 ? 'location_conflict' : 'jurisdiction_not_allowed';
     }
   }
-  const effective = action === 'block' && rule.mode === 'enforce' ? 'refused' : 'forwarded';
-  return { action, rule: rule.name, mode: rule.mode, reason, jurisdictions, effective };
+  const mode = lockdown ? 'enforce' : rule.mode;
+  const effective = action === 'block' && mode === 'enforce' ? 'refused' : 'forwarded';
+  const decision: Decision = { action, rule: rule.name, mode, reason, jurisdictions, effective };
+  return lockdown ? { ...decision, lockdown: true } : decision;
 }
 
 /** First matching rule wins; a write no rule matches falls to the default rule; an unmatched read is allowed. */

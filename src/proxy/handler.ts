@@ -87,6 +87,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       effective: decision.effective,
       reason: decision.reason,
       ...(decision.exception === undefined ? {} : { exception: decision.exception }),
+      ...(decision.lockdown ? { lockdown: true } : {}),
       ...(plan.shadow === null ? {} : { shadow: { policy: planner.shadowPolicy!.hash, decision: plan.shadow.action, rule: plan.shadow.rule, reason: plan.shadow.reason } }),
       status,
       bytes_in: bytesIn,

@@ -158,3 +158,25 @@ describe('shadow policy', () => {
     expect(us).toMatchObject({ kind: 'decided', decision: { action: 'allow' }, shadow: null });
   });
 });
+
+describe('lockdown', () => {
+  it('turns monitor and warn rules into enforce, refuses unknown locations, and is marked', () => {
+    const now = Date.now();
+    expect(decide(policy, facts('pilot', 'write'), ['IE'], now, true)).toMatchObject({ action: 'block', mode: 'enforce', effective: 'refused', lockdown: true });
+    expect(decide(policy, facts('loose', 'write'), [], now, true)).toMatchObject({ action: 'block', reason: 'unknown_location', effective: 'refused' });
+    expect(decide(policy, facts('s3-us', 'write'), ['US'], now, true)).toMatchObject({ action: 'allow', effective: 'forwarded', lockdown: true });
+    // Reads no rule restricts stay allowed.
+    expect(decide(policy, facts('s3-eu', 'read'), ['IE'], now, true)).toMatchObject({ action: 'allow', reason: 'read_allowed' });
+    expect(decide(policy, facts('pilot', 'write'), ['IE'], now, false).lockdown).toBeUndefined();
+  });
+
+  it('suspends allow-exceptions', () => {
+    const p = compilePolicy(parseConfigText(`${CONFIG}
+exceptions:
+  - { name: m, match: { upstreams: [s3-eu] }, action: allow, expires: "2999-01-01T00:00:00Z", ticket: T, reason: r }
+`, 'p.yaml'));
+    const f = facts('s3-eu', 'write');
+    expect(decide(p, f, ['IE'], Date.now(), false)).toMatchObject({ action: 'allow', reason: 'exception_allowed' });
+    expect(decide(p, f, ['IE'], Date.now(), true)).toMatchObject({ action: 'block', reason: 'jurisdiction_not_allowed', lockdown: true });
+  });
+});
