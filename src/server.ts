@@ -6,12 +6,16 @@ import { buildAdminApp } from './admin/app.js';
 import { loadAdminSecurity } from './admin/config.js';
 import { startDemoUpstream } from './demo/upstream.js';
 import { createShipper } from './audit/shipper.js';
+import { clientMasker } from './audit/privacy.js';
 import { openDecisionLog } from './audit/sink.js';
 import type { DecisionSink } from './audit/record.js';
 import type { Config } from './config/load.js';
+import { joinFleet, type FleetEvent } from './fleet/member.js';
+import { connectFleetRedis, type FleetRedis } from './fleet/redis.js';
+import { createRequestStores } from './location/request/stores.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp } from './proxy/app.js';
-import { Forwarder } from './proxy/forward.js';
+import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
 import type { Planner } from './proxy/plan.js';
 import { PolicyStore } from './reload.js';
 
@@ -31,6 +35,10 @@ export interface ResidencyProxyOptions {
   env?: NodeJS.ProcessEnv;
   /** Clock for exception expiry. */
   now?: () => number;
+  /** Socket options for upstream connections (tests: a `lookup` that sends `{host}` upstreams' names to loopback). */
+  upstreamConnect?: ForwarderOptions['connect'];
+  /** Fleet events (lockdown set/lift applied, Redis lost/back), also in the operational log. */
+  onFleetEvent?: (event: FleetEvent) => void;
 }
 
 export interface ResidencyProxy {
@@ -54,10 +62,39 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   const logger =
     options.logger ??
     pino({ level: config.log_level }, pino.destination({ dest: config.decision_log.path === '-' ? 2 : 1, sync: false }));
-  const metrics = createMetrics({ version: readPackageVersion() });
+  let lastFlush: number | null = null;
+  const metrics = createMetrics({
+    version: readPackageVersion(),
+    // Closures: the sources are built below and read at scrape time.
+    evidence: {
+      decisionLogBacklog: () => (decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0)),
+      decisionLogLastFlushEpoch: () => lastFlush,
+    },
+  });
   // Admin secrets are read before anything opens: a missing token stops the start.
   const adminSecurity = loadAdminSecurity(config, options.env ?? process.env);
   const replica = options.replica ?? hostname();
+  // The one fleet Redis connection (shared state: discovered bucket regions,
+  // upload locations); null without `redis`. The decision-log shipper keeps its own.
+  const fleetRedis: FleetRedis | null = config.redis
+    ? connectFleetRedis({
+        url: config.redis.url,
+        keyPrefix: config.redis.key_prefix,
+        onStateChange: (healthy, error) => logger[healthy ? 'info' : 'warn']({ redis: healthy ? 'ready' : error }, 'fleet redis connection changed'),
+      })
+    : null;
+  // This replica in the fleet: heartbeat, /fleet, and the lockdown switch every planner reads per request.
+  const fleet = joinFleet({
+    redis: fleetRedis,
+    settings: config.fleet,
+    replica,
+    version: readPackageVersion(),
+    metrics,
+    log: ({ level, msg, ...fields }) => logger[level](fields, msg),
+    ...(options.onFleetEvent ? { onFleetEvent: options.onFleetEvent } : {}),
+    policy: () => policy.status(),
+    decisionLog: () => ({ healthy: sink.healthy(), backlog: null }),
+  });
 
   // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.
   const decisionLog = options.sink
@@ -69,6 +106,10 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
         onEvent: ({ level, msg, ...fields }) => logger[level](fields, msg),
       });
   const sink = decisionLog.sink;
+  decisionLog.log?.onCommit(() => {
+    lastFlush = Date.now() / 1000;
+  });
+  const maskClient = clientMasker(config.decision_log, options.env ?? process.env);
   const shipper =
     decisionLog.log && config.redis
       ? createShipper({
@@ -84,6 +125,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       file: config.source,
       env: options.env ?? {},
       ...(options.now ? { now: options.now } : {}),
+      lockdown: () => fleet.lockdownActive(),
       onReload(attempt, current) {
         metrics.policyReloads.inc({ result: attempt.ok ? 'success' : 'failure' });
         if (attempt.ok) {
@@ -92,6 +134,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
           metrics.policyInfo.set({ hash: current.policy.hash }, 1);
           metrics.policyLoadedTimestamp.set(Date.parse(attempt.at) / 1000);
           logger.info({ trigger: attempt.trigger, policy: current.policy.hash, restart_required: attempt.restartRequired }, 'policy reloaded');
+          fleet.refresh();
           if (attempt.restartRequired.length > 0) {
             logger.warn({ keys: attempt.restartRequired }, 'changed settings take effect only after a restart');
           }
@@ -106,11 +149,22 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   metrics.policyReloads.inc({ result: 'success' });
   metrics.policyInfo.set({ hash: planner().policy.hash }, 1);
   metrics.policyLoadedTimestamp.set(Date.parse(policy.status().loadedAt) / 1000);
-  const forwarder = new Forwarder();
+  const forwarder = new Forwarder(options.upstreamConnect ? { connect: options.upstreamConnect } : {});
+  const stores = createRequestStores({
+    redis: fleetRedis,
+    // Discovery asks the configured upstream through its own pool, never a host a client named.
+    dispatcherFor: (u) => forwarder.dispatcherFor(u),
+    onDiscoveryError: (u, err) => {
+      metrics.locationLookups.inc({ source: 'discovered', result: 'error' });
+      logger.warn({ upstream: u.name, err: (err as Error).message }, 'bucket region discovery failed');
+    },
+  });
 
   const proxy = buildProxyApp({
     planner,
+    maskClient,
     forwarder,
+    stores,
     sink,
     metrics,
     logger,
@@ -123,10 +177,13 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     metrics,
     security: adminSecurity,
     policy: () => ({ ...policy.status(), config: policy.config() }),
+    fleet: () => fleet.view(),
     readiness: [
       { name: 'config', check: () => ({ ok: true, detail: `policy ${planner().policy.hash.slice(0, 12)} from ${config.source}` }) },
       { name: 'upstreams', check: () => ({ ok: planner().upstreams.length > 0, detail: `${planner().upstreams.length} configured` }) },
       { name: 'decision_log', check: () => (sink.healthy() ? { ok: true } : { ok: false, detail: 'decision log is not writable' }) },
+      // Always ok: a replica without Redis keeps serving under its last known lockdown state.
+      { name: 'fleet', check: () => fleet.readiness() },
     ],
   });
 
@@ -140,6 +197,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     planner,
     policy,
     async listen() {
+      // A replica started during a lockdown starts locked down (bounded wait: a down Redis does not block).
+      await fleet.start();
       if (config.demo_upstream) {
         const demo = await startDemoUpstream(config.demo_upstream.host, config.demo_upstream.port);
         closeDemo = demo.close;
@@ -149,6 +208,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
       if (options.watch) policy.watch();
       shipper?.start();
+      fleet.announce();
       return { proxy: proxy.server.address() as AddressInfo, admin: admin.server.address() as AddressInfo };
     },
     async close() {
@@ -168,6 +228,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       await sink.close();
       // After the seal, so the shipper drains up to the last record.
       await shipper?.close();
+      await fleet.close();
+      await fleetRedis?.close();
     },
   };
 }

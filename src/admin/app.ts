@@ -22,6 +22,11 @@ export interface AdminOptions {
    * plain HTTP, which the config check allows only on a loopback bind.
    */
   security?: AdminSecurity;
+  /**
+   * The fleet view for /fleet (Redis-backed, see src/fleet/member.ts): a
+   * status and a JSON body. Absent: no /fleet route.
+   */
+  fleet?: () => Promise<{ status: number; body: unknown }>;
 }
 
 /** Endpoints by name, for the auth-failure label; anything else is "other" (bounded). */
@@ -46,7 +51,9 @@ export function buildAdminApp(options: AdminOptions): FastifyInstance {
   ) as unknown as FastifyInstance;
 
   // Known label values start at 0, so the first refusal is visible to increase().
-  for (const endpoint of [...ENDPOINTS, 'other']) metrics.adminAuthFailures.inc({ endpoint }, 0);
+  // /fleet is a label value only where the route exists.
+  const endpoints = options.fleet ? new Set([...ENDPOINTS, '/fleet']) : ENDPOINTS;
+  for (const endpoint of [...endpoints, 'other']) metrics.adminAuthFailures.inc({ endpoint }, 0);
 
   const adminTokens = security.token ? [security.token] : [];
   const metricsTokens = [...adminTokens, ...(security.metricsToken ? [security.metricsToken] : [])];
@@ -58,7 +65,7 @@ export function buildAdminApp(options: AdminOptions): FastifyInstance {
     const accepted = route === '/metrics' ? metricsTokens : adminTokens;
     if (accepted.length === 0) return;
     if (tokenAccepted(bearerToken(request.headers.authorization), accepted)) return;
-    const endpoint = route !== undefined && ENDPOINTS.has(route) ? route : 'other';
+    const endpoint = route !== undefined && endpoints.has(route) ? route : 'other';
     metrics.adminAuthFailures.inc({ endpoint });
     logger.warn({ endpoint, client: request.ip }, 'admin request refused: missing or wrong bearer token');
     // No detail: which of "missing", "malformed" or "wrong" helps only an attacker.
@@ -89,5 +96,15 @@ export function buildAdminApp(options: AdminOptions): FastifyInstance {
     reply.header('cache-control', 'no-store');
     return policyView(options.policy());
   });
+
+  const fleet = options.fleet;
+  if (fleet) {
+    // Token-protected like /policy (the onRequest hook): it names every replica, host and policy hash.
+    app.get('/fleet', async (_request, reply) => {
+      const { status, body } = await fleet();
+      reply.code(status).header('cache-control', 'no-store');
+      return body;
+    });
+  }
   return app;
 }

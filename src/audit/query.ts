@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { expandLogArgs, orderLogFiles } from './catalog.js';
 import { readLines } from './lines.js';
@@ -63,24 +62,51 @@ function prefilter(filter: QueryFilter): (text: string) => boolean {
   return (text) => needles.every((n) => text.includes(n));
 }
 
-/** Buffers output and honours backpressure, so a slow reader (a pager, a pipe) does not grow memory. */
+/**
+ * Buffers output and honours backpressure, so a slow reader (a pager, a pipe)
+ * does not grow memory. A reader that goes away (`| head`) ends the output
+ * quietly: `closed` turns true and the caller stops reading.
+ */
 export class OutputBuffer {
   private chunks: string[] = [];
   private size = 0;
-  constructor(private readonly out: Writable) {}
+  closed = false;
+  private failure: Error | null = null;
+
+  constructor(private readonly out: Writable) {
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') this.failure = err;
+      this.closed = true;
+    });
+  }
 
   async write(text: string): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (this.closed) return;
     this.chunks.push(text);
     this.size += text.length;
     if (this.size >= 64 * 1024) await this.flush();
   }
 
   async flush(): Promise<void> {
-    if (this.size === 0) return;
+    if (this.failure) throw this.failure;
+    if (this.size === 0 || this.closed) return;
     const text = this.chunks.join('');
     this.chunks = [];
     this.size = 0;
-    if (!this.out.write(text)) await once(this.out, 'drain');
+    if (!this.out.write(text)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.out.off('drain', done);
+          this.out.off('close', done);
+          this.out.off('error', done);
+          resolve();
+        };
+        this.out.once('drain', done);
+        this.out.once('close', done);
+        this.out.once('error', done);
+      });
+    }
   }
 }
 
@@ -161,6 +187,10 @@ export async function runQuery(args: readonly string[], filter: QueryFilter, for
   for (const group of orderLogFiles(files)) {
     for (const file of group) {
       for await (const line of readLines(file.path)) {
+        if (buffer.closed) {
+          await buffer.flush();
+          return stats;
+        }
         stats.scanned++;
         if (!line.terminated || !quick(line.text)) continue;
         let record: DecisionRecord;

@@ -260,6 +260,8 @@ class DurableLog implements DecisionLog {
   private fd: number | null = null;
   private identity: FileIdentity | null = null;
   private active: ActiveFile = emptyActive();
+  /** Replica name in the active file's records (another name only until start-up rotates it away). */
+  private activeReplica: string;
   /** Last durable record. */
   private committed = { seq: 0, hash: GENESIS_HASH };
   /** Last record handed a seq (ahead of `committed` while batches are in flight). */
@@ -284,6 +286,7 @@ class DurableLog implements DecisionLog {
   constructor(private readonly options: DecisionLogOptions) {
     this.layout = logLayout(options.path);
     this.replica = options.replica;
+    this.activeReplica = options.replica;
     this.ops = options.fileOps ?? nodeFileOps;
     this.flushMs = options.flushMs ?? 2;
     this.fsync = options.fsync ?? true;
@@ -408,6 +411,7 @@ class DurableLog implements DecisionLog {
       };
       if (last.replica !== this.replica) {
         // The log directory now belongs to another replica name: seal the old name's file, chain on.
+        this.activeReplica = last.replica;
         this.fd = openSync(active, 'a');
         this.rotateSync('replica');
       }
@@ -506,7 +510,7 @@ class DurableLog implements DecisionLog {
   private activeDigest(reason: SealReason): Digest {
     const a = this.active;
     return this.digestFor(
-      { replica: this.replica, first: a.firstSeq, firstPrev: a.firstPrev, last: this.committed, count: a.count },
+      { replica: this.activeReplica, first: a.firstSeq, firstPrev: a.firstPrev, last: this.committed, count: a.count },
       a.sha.copy().digest('hex'),
       a.size,
       reason,
@@ -523,6 +527,7 @@ class DurableLog implements DecisionLog {
     fsyncDirSync(this.layout.dir);
     this.writeDigestSync(target, digest);
     this.active = emptyActive();
+    this.activeReplica = this.replica;
     this.emit({ level: 'info', msg: 'decision log: sealed', file: target, reason, first_seq: digest.first_seq, last_seq: digest.last_seq });
   }
 

@@ -36,7 +36,7 @@ const USAGE = `Usage: residency-proxy audit COMMAND …
         [--jurisdiction J] [--mode M] [--format json|table|csv]
       Stream matching records (json: the lines as stored).
 
-  report FILE|DIR… --since T --until T [--format md|html] [--public-key PEM] [--out FILE]
+  report FILE|DIR… --since T --until T [--format md|html|json] [--public-key PEM] [--out FILE]
       Totals by decision, mode, jurisdiction, upstream; blocked non-US writes;
       monitor-mode would-blocks; top reasons; policy versions; chain check.
 

@@ -10,6 +10,8 @@ Usage:
   residency-proxy explain --config FILE METHOD URL [-H 'K: V']… [--format json|text]
   residency-proxy policy test FILE… [--format text|junit]
   residency-proxy policy diff --log FILE… --candidate NEW.yaml [--current OLD.yaml] [--allow-loosening]
+  residency-proxy audit keygen|verify|query|report|export …
+  residency-proxy fleet status|lockdown|lift --redis URL [--key-prefix P] [--reason TEXT] [--format json|text]
 
 Run 'residency-proxy COMMAND --help' for a command's options.`;
 
@@ -20,6 +22,7 @@ const COMMANDS: Record<string, () => Promise<(args: string[]) => Promise<number>
   explain: async () => (await import('./explain.js')).explainCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
   audit: async () => (await import('./audit.js')).auditCommand,
+  fleet: async () => (await import('./fleet.js')).fleetCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -261,6 +261,29 @@ export const ConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    // Fleet features (heartbeats, /fleet, lockdown) are on when `redis` is configured; these tune them.
+    fleet: Type.Object(
+      {
+        heartbeat_seconds: Type.Number({
+          minimum: 0.1,
+          maximum: 300,
+          default: 5,
+          description: 'how often this replica publishes its heartbeat; it expires after three missed beats',
+        }),
+        drift_grace_seconds: Type.Number({
+          minimum: 0,
+          default: 60,
+          description: 'how long two active policy hashes may coexist (a rollout) before /fleet flags drift',
+        }),
+        lockdown_poll_ms: Type.Integer({
+          minimum: 50,
+          maximum: 60_000,
+          default: 500,
+          description: 'how often the lockdown switch is re-read, backing up its pub/sub channel',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'fleet view and emergency lockdown (needs redis)' },
+    ),
     dns: Type.Optional(
       Type.Object(
         {

@@ -15,6 +15,21 @@ export interface FleetRedis {
   healthy(): boolean;
   /** Last connection error, for /readyz detail. */
   lastError(): string | null;
+  /**
+   * A second connection for SUBSCRIBE (a subscribed connection can run no
+   * other command), created on first call and closed with this one; null
+   * when Redis is not configured. It queues its SUBSCRIBE until connected
+   * and re-subscribes after every reconnect. (Optional so hand-made fakes
+   * stay valid; connectFleetRedis always provides it.)
+   */
+  subscriber?(): Redis | null;
+  /**
+   * Also tell `listener` about every change of `healthy()`/`lastError()`
+   * (besides the `onStateChange` given at connect), so modules sharing the
+   * connection need not own it. Returns an unsubscribe function. (Optional
+   * like `subscriber`.)
+   */
+  watchState?(listener: (healthy: boolean, error: string | null) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -31,11 +46,14 @@ export function connectFleetRedis(options: FleetRedisOptions | null): FleetRedis
       key: (name) => name,
       healthy: () => false,
       lastError: () => 'redis is not configured',
+      subscriber: () => null,
+      watchState: () => () => {},
       close: async () => {},
     };
   }
   let healthy = false;
   let lastError: string | null = 'connecting';
+  const listeners = new Set<(healthy: boolean, error: string | null) => void>();
   const client = new Redis(options.url, {
     // Fail fast while disconnected: callers fall back to local state rather than queue.
     enableOfflineQueue: false,
@@ -50,16 +68,41 @@ export function connectFleetRedis(options: FleetRedisOptions | null): FleetRedis
     healthy = ok;
     lastError = error;
     options.onStateChange?.(ok, error);
+    for (const listener of listeners) listener(ok, error);
   };
   client.on('ready', () => set(true, null));
   client.on('error', (err: Error) => set(false, err.message));
   client.on('end', () => set(false, 'connection closed'));
+  // A server that goes away closes the socket before any reconnect attempt errors:
+  // say so at once rather than at the first failed retry.
+  let closing = false;
+  client.on('close', () => {
+    if (healthy && !closing) set(false, 'connection lost');
+  });
+  let sub: Redis | null = null;
   return {
     client,
     key: (name) => options.keyPrefix + name,
     healthy: () => healthy,
     lastError: () => lastError,
+    subscriber() {
+      if (sub === null) {
+        // Unlike the command connection, SUBSCRIBE may wait for a connection:
+        // it is never on a request's path, and ioredis re-subscribes after a
+        // reconnect only a subscription that once succeeded.
+        sub = client.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined, autoResubscribe: true });
+        // Errors are reported through the command connection; an unhandled 'error' would only be noise.
+        sub.on('error', () => {});
+      }
+      return sub;
+    },
+    watchState(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     async close() {
+      closing = true;
+      sub?.disconnect();
       client.disconnect();
     },
   };

@@ -26,6 +26,11 @@ export interface Metrics {
   readonly decisionLogErrors: Counter;
   readonly rejectedRequests: Counter<'code'>;
   readonly adminAuthFailures: Counter<'endpoint'>;
+  /** Fleet lockdown switches applied by this replica, by the state it switched to (locked, lifted). */
+  readonly lockdownChanges: Counter<'state'>;
+  readonly lockdownActive: Gauge;
+  /** 1/0 while Redis is configured; no sample without Redis (single-process mode is not "down"). */
+  readonly fleetRedisUp: Gauge;
 }
 
 /**
@@ -211,10 +216,29 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       labelNames: ['endpoint'],
       registers,
     }),
+    lockdownChanges: new Counter({
+      name: 'residency_lockdown_changes_total',
+      help: 'Fleet-wide lockdown switches this replica applied, by the state it switched to (locked, lifted). Under lockdown every rule enforces, unknown locations are refused and allow-exceptions are suspended.',
+      labelNames: ['state'],
+      registers,
+    }),
+    lockdownActive: new Gauge({
+      name: 'residency_lockdown_active',
+      help: '1 while a fleet-wide lockdown is in force on this replica, else 0.',
+      registers,
+    }),
+    fleetRedisUp: new Gauge({
+      name: 'residency_fleet_redis_up',
+      help: 'Whether the fleet Redis (heartbeats, lockdown, shared caches) is reachable: 1 or 0; absent when Redis is not configured. At 0 traffic still flows, with the last known lockdown state.',
+      registers,
+    }),
   };
   // Label values known in advance start at 0, so the first failure is an
   // increase() that alerts can see rather than a series born at 1.
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
+  for (const state of ['locked', 'lifted']) metrics.lockdownChanges.inc({ state }, 0);
+  // No sample until the fleet module says Redis is configured (a label-less gauge starts at 0).
+  metrics.fleetRedisUp.remove({});
   return metrics;
 }
 

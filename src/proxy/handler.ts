@@ -2,25 +2,60 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { DecisionEntry, DecisionSink } from '../audit/record.js';
+import { gcsSessionKey, gcsUploadIdFromLocation } from '../location/request/azure-gcs.js';
+import {
+  CREATE_BUCKET_BODY_LIMIT,
+  createBucketLocation,
+  createBucketSignals,
+  isAwsChunked,
+  readBounded,
+  readCreateBucketLocation,
+  type CreateBucketLocation,
+} from '../location/request/create-bucket.js';
+import { regionFromRedirect } from '../location/request/discovery.js';
+import { createRequestStores, type RequestStores, type StoredLocation } from '../location/request/stores.js';
+import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
 import { classifyFailure, countingBody, type ForwardFailure, type Forwarder } from './forward.js';
 import { connectionTokens, isHopByHop } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
-import type { Planner, Plan } from './plan.js';
+import { multipartKey, type Decided, type Found, type Planner, type Prepared } from './plan.js';
 import { errorResponse, type ErrorDetails } from './refuse.js';
-import type { Upstream } from './route.js';
+import type { RouteMatch, Upstream } from './route.js';
 
 export interface HandlerDeps {
   /** Current planner; a function so a reload can swap it between requests. */
   planner: () => Planner;
+  /** How the client address is recorded (full, truncated or hashed: decision_log.client_address). */
+  maskClient?: (address: string) => string;
   forwarder: Forwarder;
   sink: DecisionSink;
   metrics: Metrics;
   logger: Logger;
   limits: { refusalDrainBytes: number; refusalLingerMs: number };
+  /** Discovered bucket regions and upload locations (fleet-shared with Redis); default: this replica only. */
+  stores?: RequestStores;
 }
 
-type Decided = Extract<Plan, { kind: 'decided' }>;
+/** What locating read from the request itself before deciding. */
+interface Inspected {
+  /** The create-bucket body, read whole: exactly these bytes are forwarded. */
+  readonly body: Buffer | null;
+  /** 100 Continue was already sent (to read that body). */
+  readonly continued: boolean;
+  /** Where a create-bucket request puts the bucket (region ids), when it is one. */
+  readonly created: readonly string[] | null;
+}
+
+const NOT_INSPECTED: Inspected = { body: null, continued: false, created: null };
+const EMPTY_BODY = Buffer.alloc(0);
+/** The head of a CreateMultipartUpload response searched for its UploadId. */
+const UPLOAD_ID_TAP_BYTES = 4 * 1024;
+/** A CreateMultipartUpload response held back (until its upload is stored) up to this size. */
+const HELD_RESPONSE_BYTES = 64 * 1024;
+const UPLOAD_ID = /<UploadId>([^<]{1,1024})<\/UploadId>/;
+const XML_ENTITY = /&(lt|gt|amp|quot|apos);/g;
+const XML_ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
 
 const FAILURE_STATUS: Record<ForwardFailure, number> = {
   upstream_unreachable: 502,
@@ -42,17 +77,36 @@ const FAILURE_KIND: Record<ForwardFailure, string> = {
  */
 export function createRequestHandler(deps: HandlerDeps) {
   const { forwarder, sink, metrics, logger, limits } = deps;
+  const maskClient = deps.maskClient ?? ((address: string) => address);
+  const stores =
+    deps.stores ??
+    createRequestStores({
+      redis: null,
+      dispatcherFor: (u) => forwarder.dispatcherFor(u),
+      onDiscoveryError: (u, err) => onDiscoveryError(u, err),
+    });
 
   return async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
     // Taken once: a reload mid-request must not change the policy this request is decided and recorded under.
     const planner = deps.planner();
-    const plan = planner.plan({ method: req.method!, target: req.url!, host: req.headers.host! });
-    if (plan.kind === 'reject') {
-      metrics.rejectedRequests.inc({ code: plan.code });
-      const title = plan.status === 404 ? 'No route' : 'Bad request';
-      sendError(req, res, null, { status: plan.status, code: plan.code, title, detail: plan.detail });
+    const prepared = planner.prepare({ method: req.method!, target: req.url!, host: req.headers.host!, headers: req.headers });
+    if (prepared.kind === 'reject') {
+      metrics.rejectedRequests.inc({ code: prepared.code });
+      const title = prepared.status === 404 ? 'No route' : 'Bad request';
+      sendError(req, res, null, { status: prepared.status, code: prepared.code, title, detail: prepared.detail });
       return;
+    }
+    // Most requests need nothing more: decided without a single await.
+    let plan: Decided;
+    let inspected = NOT_INSPECTED;
+    if (prepared.needs === null) {
+      plan = planner.finish(prepared);
+    } else {
+      const looked = await lookUp(req, res, prepared);
+      if (looked === null) return;
+      plan = planner.finish(prepared, looked.found);
+      inspected = looked.inspected;
     }
 
     const id = randomUUID();
@@ -79,7 +133,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       path: route.upstreamPath,
       bucket: plan.bucket,
       operation: plan.operation,
-      target: { host: upstream.url.host, address: null },
+      target: { host: route.targetHost, address: null },
       location: plan.location,
       rule: decision.rule,
       mode: decision.mode,
@@ -89,11 +143,13 @@ export function createRequestHandler(deps: HandlerDeps) {
       ...(decision.exception === undefined ? {} : { exception: decision.exception }),
       ...(decision.lockdown ? { lockdown: true } : {}),
       ...(plan.shadow === null ? {} : { shadow: { policy: planner.shadowPolicy!.hash, decision: plan.shadow.action, rule: plan.shadow.rule, reason: plan.shadow.reason } }),
+      ...(plan.principal === null ? {} : { principal: plan.principal }),
+      ...(plan.upload === null ? {} : { upload: plan.upload }),
       status,
       bytes_in: bytesIn,
       bytes_out: bytesOut,
       duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
-      client: req.socket.remoteAddress ?? '',
+      client: maskClient(req.socket.remoteAddress ?? ''),
       ...(error === undefined ? {} : { error }),
     });
 
@@ -136,8 +192,77 @@ export function createRequestHandler(deps: HandlerDeps) {
       return;
     }
 
-    await forward(req, res, upstream, plan, id, entry, record);
+    await forward(req, res, upstream, plan, id, entry, record, inspected);
   };
+
+  /**
+   * The part of locating that waits: the create-bucket body (read, bounded,
+   * before deciding), the bucket's region (discovery), the location an
+   * upload started with. Returns null after answering 400 itself: a body
+   * that cannot be inspected is refused before any decision.
+   */
+  async function lookUp(
+    req: IncomingMessage,
+    res: ServerResponse,
+    prepared: Prepared,
+  ): Promise<{ found: Found; inspected: Inspected } | null> {
+    const needs = prepared.needs!;
+    const upstream = prepared.route.upstream;
+    const signals: Signal[] = [];
+    let inspected = NOT_INSPECTED;
+
+    if (needs.createBucket !== undefined) {
+      const refuse = (code: string, detail: string): null => {
+        metrics.rejectedRequests.inc({ code });
+        sendError(req, res, upstream, { status: 400, code, title: 'Bad request', detail, resource: prepared.path });
+        return null;
+      };
+      const declared = Number(req.headers['content-length'] ?? 0);
+      if (declared > CREATE_BUCKET_BODY_LIMIT) {
+        return refuse('create_bucket_body_too_large', `a create-bucket body larger than ${CREATE_BUCKET_BODY_LIMIT} bytes is not accepted`);
+      }
+      let location: CreateBucketLocation;
+      let body: Buffer | null = null;
+      let continued = false;
+      if (requestHasBody(req.headers)) {
+        // Where the bucket goes is in the body: ask for it now; the decision follows.
+        if (isExpectContinue(req.headers)) {
+          res.writeContinue();
+          continued = true;
+        }
+        const read = await readCreateBucketLocation(needs.createBucket, req, {
+          awsChunked: isAwsChunked(req.headers),
+          // A few KiB that do not arrive within the upstream's header timeout are not coming.
+          signal: AbortSignal.timeout(upstream.timeouts.headers),
+        });
+        if (read.body.ok) body = read.body.bytes;
+        location = read.location;
+      } else {
+        location = createBucketLocation(needs.createBucket, EMPTY_BODY);
+      }
+      if (!location.ok) return refuse(location.code, location.detail);
+      signals.push(...createBucketSignals(location));
+      inspected = { body, continued, created: location.places };
+    }
+
+    if (needs.discover !== undefined) {
+      const discovery = stores.discoveryFor(upstream);
+      if (discovery !== null) {
+        // The local tier first: a known bucket costs no await.
+        let region = discovery.cached(needs.discover);
+        if (region === undefined) region = await discovery.discover(needs.discover);
+        metrics.locationLookups.inc({ source: 'discovered', result: region === null ? 'miss' : 'hit' });
+        // No region adds nothing: an undeclared bucket then fails closed as unknown_location.
+        if (region !== null) signals.push(...placeSignals('discovered', region));
+      }
+    }
+
+    let upload: StoredLocation | null | undefined;
+    if (needs.upload !== undefined) {
+      upload = stores.uploads.peekLocal(needs.upload.key) ?? (await stores.uploads.get(needs.upload.key)) ?? null;
+    }
+    return { found: upload === undefined ? { signals } : { signals, upload }, inspected };
+  }
 
   async function forward(
     req: IncomingMessage,
@@ -147,12 +272,21 @@ export function createRequestHandler(deps: HandlerDeps) {
     id: string,
     entry: (status: number, bytesIn: number, bytesOut: number | null, error?: string) => DecisionEntry,
     record: (e: DecisionEntry) => Promise<boolean>,
+    inspected: Inspected,
   ): Promise<void> {
     const { decision, route, query } = plan;
     const hasBody = requestHasBody(req.headers);
     // The decision is taken: only now may the client start sending the body (RFC 9110 §10.1.1).
-    if (hasBody && isExpectContinue(req.headers)) res.writeContinue();
+    if (hasBody && !inspected.continued && isExpectContinue(req.headers)) res.writeContinue();
     const sent = { bytes: 0 };
+    // A create-bucket body was read to decide: forward exactly those bytes, headers unchanged.
+    let body: AsyncIterable<Buffer> | Buffer | null = null;
+    if (inspected.body !== null) {
+      body = inspected.body;
+      sent.bytes = inspected.body.length;
+    } else if (hasBody && inspected.created === null) {
+      body = countingBody(req, sent);
+    }
     const abort = new AbortController();
     const onClientGone = () => {
       if (!res.writableFinished) abort.abort();
@@ -161,13 +295,17 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     let response;
     try {
-      response = await forwarder.send(upstream, {
-        method: req.method!,
-        path: query === null ? route.forwardPath : `${route.forwardPath}?${query}`,
-        headers: forwardHeaders(req, upstream),
-        body: hasBody ? countingBody(req, sent) : null,
-        signal: abort.signal,
-      });
+      response = await forwarder.send(
+        upstream,
+        {
+          method: req.method!,
+          path: query === null ? route.forwardPath : `${route.forwardPath}?${query}`,
+          headers: forwardHeaders(req, route),
+          body,
+          signal: abort.signal,
+        },
+        route.origin,
+      );
     } catch (err) {
       res.off('close', onClientGone);
       const failure = classifyFailure(err, abort.signal.aborted || (req.destroyed && !req.complete));
@@ -187,6 +325,8 @@ export function createRequestHandler(deps: HandlerDeps) {
       return;
     }
     metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sent.bytes);
+    const follow = plan.follow;
+    const ok = response.statusCode >= 200 && response.statusCode < 300;
 
     const declaredLength = response.headers['content-length'];
     const bytesOut = typeof declaredLength === 'string' && /^\d+$/.test(declaredLength) ? Number(declaredLength) : null;
@@ -203,13 +343,16 @@ export function createRequestHandler(deps: HandlerDeps) {
       headers['x-residency-warning'] = text;
       headers['warning'] = `299 residency-proxy "${text}"`;
     }
+    if (follow !== null || inspected.created !== null) learnRegion(plan, response.statusCode, response.headers, inspected.created);
+    if (ok && follow?.gcsStart !== undefined) {
+      // Stored before the client sees the session URI: its next request may reach another replica.
+      const sessionId = gcsUploadIdFromLocation(response.headers.location);
+      if (sessionId !== null) await stores.uploads.set(gcsSessionKey(upstream.name, sessionId), storedLocation(plan, follow.gcsStart.bucket));
+    }
+    const multipart = ok ? follow?.multipartStart : undefined;
     res.off('close', onClientGone);
     res.writeHead(response.statusCode, headers);
     let received = 0;
-    response.body.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-    });
-    response.body.pipe(res);
     response.body.once('error', (err) => {
       metrics.upstreamErrors.inc({ upstream: upstream.name, kind: 'reset' });
       logger.warn({ upstream: upstream.name, decision_id: id, err: errorSummary(err) }, 'upstream response failed mid-body');
@@ -219,6 +362,69 @@ export function createRequestHandler(deps: HandlerDeps) {
       metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'in' }, received);
       if (!res.writableFinished) response.body.destroy();
     });
+    if (multipart !== undefined) {
+      // CreateMultipartUpload: the UploadId must be stored before the client
+      // can read it (its parts may reach another replica at once), and with a
+      // Content-Length the last byte completes the response: hold the small
+      // XML answer back until the upload is stored.
+      const held = await readBounded(response.body, HELD_RESPONSE_BYTES);
+      received += held.bytes.length;
+      if (held.ok) {
+        await rememberUpload(plan, multipart, held.bytes.toString('utf8', 0, Math.min(held.bytes.length, UPLOAD_ID_TAP_BYTES)), id);
+        res.end(held.bytes);
+        return;
+      }
+      if (held.reason === 'aborted') {
+        res.destroy();
+        return;
+      }
+      // Far larger than any such answer: passed on as it is; its parts will meet an unknown upload.
+      res.write(held.bytes);
+    }
+    response.body.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    response.body.pipe(res);
+  }
+
+  /** What an S3 response teaches about the bucket's region (discovery upstreams only); never waits. */
+  function learnRegion(
+    plan: Decided,
+    status: number,
+    headers: Record<string, string | string[] | undefined>,
+    created: readonly string[] | null,
+  ): void {
+    const upstream = plan.route.upstream;
+    const bucket = plan.bucket;
+    if (upstream.discovery === null || bucket === null) return;
+    const discovery = stores.discoveryFor(upstream);
+    if (discovery === null) return;
+    const ok = status >= 200 && status < 300;
+    if (ok && created !== null && created[0] !== undefined) {
+      void discovery.remember(bucket, created[0]);
+    } else if (ok && plan.follow?.forgetRegion !== undefined) {
+      void discovery.forget(bucket);
+    } else if (plan.follow?.learnRegion !== undefined) {
+      const region = regionFromRedirect(status, headers, null);
+      if (region !== null && discovery.cached(bucket) !== region) void discovery.remember(bucket, region);
+    }
+  }
+
+  /** Store a new multipart upload's location under the UploadId the upstream answered with. */
+  async function rememberUpload(plan: Decided, start: { bucket: string; key: string }, head: string, id: string): Promise<void> {
+    const m = UPLOAD_ID.exec(head);
+    const upstream = plan.route.upstream;
+    if (m === null) {
+      logger.warn({ upstream: upstream.name, decision_id: id }, 'CreateMultipartUpload answered without an UploadId; its parts will be decided on an unknown location');
+      return;
+    }
+    const uploadId = m[1]!.trim().replace(XML_ENTITY, (_, name: string) => XML_ENTITIES[name]!);
+    await stores.uploads.set(multipartKey(upstream.name, start.bucket, start.key, uploadId), storedLocation(plan, start.bucket));
+  }
+
+  function onDiscoveryError(upstream: Upstream, err: unknown): void {
+    metrics.locationLookups.inc({ source: 'discovered', result: 'error' });
+    logger.warn({ upstream: upstream.name, err: errorSummary(err) }, 'bucket region discovery failed');
   }
 
   /**
@@ -275,13 +481,19 @@ function isExpectContinue(headers: IncomingHttpHeaders): boolean {
   return headers.expect !== undefined && headers.expect.toLowerCase() === '100-continue';
 }
 
+/** What continuing requests of an upload are decided on. */
+function storedLocation(plan: Decided, bucket: string | null): StoredLocation {
+  return { bucket, signals: plan.location.signals, decision: plan.decision.action };
+}
+
 /**
  * Request headers for the upstream, in the client's order and spelling (a
  * signature covers them): hop-by-hop headers and those named in Connection
  * dropped (RFC 9110 §7.6.1), Expect answered here, Host preserved or
- * rewritten, X-Forwarded-* appended.
+ * rewritten (to the route's target host), X-Forwarded-* appended.
  */
-export function forwardHeaders(req: IncomingMessage, upstream: Upstream): string[] {
+export function forwardHeaders(req: IncomingMessage, route: Pick<RouteMatch, 'upstream' | 'targetHost'>): string[] {
+  const upstream = route.upstream;
   const raw = req.rawHeaders;
   const named = req.headers.connection === undefined ? null : new Set(connectionTokens(req.headers.connection));
   const out: string[] = [];
@@ -300,7 +512,7 @@ export function forwardHeaders(req: IncomingMessage, upstream: Upstream): string
   const client = req.socket.remoteAddress ?? '';
   out.push(
     'host',
-    upstream.preserveHost ? req.headers.host! : upstream.hostHeader,
+    upstream.preserveHost ? req.headers.host! : route.targetHost,
     'x-forwarded-for',
     forwardedFor === null ? client : `${forwardedFor}, ${client}`,
     'x-forwarded-proto',

@@ -3,7 +3,7 @@
  * many writes in flight (as under concurrent requests), with fsync group
  * commit and without fsync. Not part of `npm test`; run with
  *
- *   npx vitest bench --run test/bench/decision-log.bench.ts
+ *   npx vitest bench --run --project unit test/bench/decision-log.bench.ts
  *
  * Each iteration writes RECORDS records keeping IN_FLIGHT write() calls
  * pending; records/s = iterations/s × RECORDS (printed at the end).

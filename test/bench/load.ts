@@ -72,9 +72,11 @@ function wrkScript(spec: LoadSpec, dir: string): string {
 async function runWrk(spec: LoadSpec, expectStatus: number, tools: LoadTools): Promise<LoadResult> {
   const script = wrkScript(spec, tools.tmpDir);
   // One thread: the load generator gets one CPU. -c1 for light load is a closed loop (wrk has no rate control).
-  const args = ['-t1', `-c${spec.connections}`, `-d${spec.durationSec}s`, '--timeout', '10s', '-s', script, spec.url];
+  // wrk takes whole seconds.
+  const seconds = Math.max(1, Math.round(spec.durationSec));
+  const args = ['-t1', `-c${spec.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, spec.url];
   const child = spawnChild({ name: 'wrk', command: tools.wrk!, args, cpu: tools.cpu, taskset: tools.taskset });
-  const parsed = waitForLine(child, (l) => (l.startsWith('WRKJSON ') ? (JSON.parse(l.slice(8)) as Record<string, number>) : undefined), (spec.durationSec + 30) * 1000);
+  const parsed = waitForLine(child, (l) => (l.startsWith('WRKJSON ') ? (JSON.parse(l.slice(8)) as Record<string, number>) : undefined), (seconds + 30) * 1000);
   let r: Record<string, number>;
   try {
     r = await parsed;
@@ -82,13 +84,13 @@ async function runWrk(spec: LoadSpec, expectStatus: number, tools: LoadTools): P
     await stopChild(child, 5_000);
   }
   const requests = r.requests!;
-  const seconds = r.duration_us! / 1e6;
+  const elapsed = r.duration_us! / 1e6;
   const statusErrors = r.status!;
   return {
     tool: 'wrk',
     requests,
-    seconds,
-    rps: requests / seconds,
+    seconds: elapsed,
+    rps: requests / elapsed,
     p50Ms: r.p50_us! / 1000,
     p90Ms: r.p90_us! / 1000,
     p99Ms: r.p99_us! / 1000,

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -163,8 +163,20 @@ export async function stopAll(graceMs = 3_000): Promise<void> {
   await Promise.all([...running].map((c) => stopChild(c, graceMs)));
 }
 
-/** Synchronous last resort on process exit: SIGKILL each tracked PID. */
-export function killAllSync(): void {
+const scratch = new Set<string>();
+
+/** A scratch folder to remove on any exit, Ctrl-C included. */
+export function trackScratch(dir: string): void {
+  scratch.add(dir);
+}
+
+export function removeScratch(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  scratch.delete(dir);
+}
+
+/** Synchronous last resort on process exit: SIGKILL each tracked PID, remove scratch folders. */
+export function cleanupSync(): void {
   for (const c of running) {
     try {
       process.kill(c.pid, 'SIGKILL');
@@ -173,6 +185,8 @@ export function killAllSync(): void {
     }
   }
   running.clear();
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
+  scratch.clear();
 }
 
 /** Resident set size now and its peak (VmHWM), in bytes; null where /proc is not readable. */
@@ -217,3 +231,61 @@ export function childPids(pid: number): number[] {
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** CPU time, in clock ticks (USER_HZ, 100/s on Linux): the whole machine's busy time and this process tree's. */
+export interface CpuSnapshot {
+  at: number;
+  /** All CPUs: user + nice + system + irq + softirq + steal (steal is another guest's work on our cores). */
+  busy: number;
+  /** This process, its waited-for children, and every live descendant. */
+  ours: number;
+}
+
+const TICKS_PER_SECOND = 100;
+
+export function cpuSnapshot(root = process.pid): CpuSnapshot | null {
+  try {
+    const at = performance.now();
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+    const busy = user + nice + system + irq + softirq + steal;
+    const procs = new Map<number, { ppid: number; time: number }>();
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      } catch {
+        continue; // Exited while we looked.
+      }
+      // Fields after the command name (which may hold spaces and parentheses).
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(rest[1]);
+      // utime, stime, cutime, cstime: fields 14–17, i.e. rest[11..14].
+      const time = Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
+      procs.set(Number(entry), { ppid, time });
+    }
+    let ours = 0;
+    for (const [pid, p] of procs) {
+      // Walk up (bounded) to see whether `root` is an ancestor.
+      let cur: number | undefined = pid;
+      for (let depth = 0; depth < 32 && cur !== undefined && cur > 1; depth++) {
+        if (cur === root) {
+          ours += p.time;
+          break;
+        }
+        cur = procs.get(cur)?.ppid;
+      }
+    }
+    return { at, busy, ours };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU cores' worth of work by anything but this process tree between two snapshots (other builds, steal). */
+export function foreignCores(a: CpuSnapshot | null, b: CpuSnapshot | null): number | null {
+  if (a === null || b === null || b.at <= a.at) return null;
+  const seconds = (b.at - a.at) / 1000;
+  return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / TICKS_PER_SECOND / seconds);
+}

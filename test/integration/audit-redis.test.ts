@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DecisionRecord } from '../../src/audit/record.js';
 import { createShipper, SHIP_SCRIPT } from '../../src/audit/shipper.js';
 import { createDecisionLog } from '../../src/audit/writer.js';
-import { haveRedisServer, startRedis, type TestRedis } from '../helpers/audit-redis.js';
+import { freePort, haveRedisServer, startRedis, type TestRedis } from '../helpers/audit-redis.js';
 import { sampleEntry } from '../helpers/audit-records.js';
 import { assertBuilt, proxyConfig, runCli, send, serve, writeConfig, type ServedProxy } from '../helpers/audit-serve.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
@@ -148,6 +148,31 @@ describe.skipIf(!haveRedisServer())('decision stream: shipping to Redis', () => 
     const verify = runCli(['audit', 'verify', out]);
     expect(verify.stdout).toContain('INTACT: 260 records');
     expect(verify.status).toBe(0);
+  });
+
+  it('starts while Redis is down and catches up when it appears', async () => {
+    const port = await freePort();
+    const logDir = join(dir, 'late');
+    const log = createDecisionLog({ path: join(logDir, 'decisions.log'), replica: 'r-late' });
+    const key = `${prefix}late`;
+    const shipper = createShipper({ log, redisUrl: `redis://127.0.0.1:${port}`, streamKey: key, maxlen: 1000, retryMaxMs: 200 });
+    try {
+      shipper.start();
+      for (let i = 0; i < 30; i++) await log.write(sampleEntry(i));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(shipper.backlog()).toBe(30);
+      redisServer = await startRedis(port);
+      await waitFor(async () => shipper.backlog() === 0);
+      const client = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
+      try {
+        expect((await streamEntries(client, key)).map((e) => e.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      } finally {
+        client.disconnect();
+      }
+    } finally {
+      await shipper.close();
+      await log.close();
+    }
   });
 
   it('exactly once: the script skips what Redis already holds; a stale cursor re-sends nothing', async () => {

@@ -153,6 +153,19 @@ describe('durable decision log: restart, torn tail, lock', () => {
     });
   });
 
+  it('a new replica name seals the old name\'s unsealed file and chains on', async () => {
+    generateLog(path, 3, { replica: 'old-name' });
+    const log = make({ replica: 'new-name' });
+    await log.write(sampleEntry(3));
+    await log.close();
+    const digest = JSON.parse(readFileSync(join(dir, 'decisions-000000000001-000000000003.log.digest.json'), 'utf8')) as Digest;
+    expect(digest).toMatchObject({ replica: 'old-name', reason: 'replica', first_seq: 1, last_seq: 3 });
+    expect(records()[0]).toMatchObject({ seq: 4, replica: 'new-name' });
+    const result = await verifyLogs([dir]);
+    expect(result.ok).toBe(true);
+    expect(result.findings).toContainEqual(expect.objectContaining({ code: 'replica_changed', seq: 4 }));
+  });
+
   it('refuses to start on a log whose last record was altered', async () => {
     const log = make();
     await log.write(sampleEntry(0));

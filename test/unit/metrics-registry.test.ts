@@ -22,6 +22,9 @@ const CONTRACT: Record<string, { type: string; labels: string[] }> = {
   residency_ip_ranges_age_seconds: { type: 'gauge', labels: [] },
   residency_build_info: { type: 'gauge', labels: ['version', 'node'] },
   residency_admin_auth_failures_total: { type: 'counter', labels: ['endpoint'] },
+  residency_lockdown_changes_total: { type: 'counter', labels: ['state'] },
+  residency_lockdown_active: { type: 'gauge', labels: [] },
+  residency_fleet_redis_up: { type: 'gauge', labels: [] },
 };
 
 /** Sample lines (not comments) of one metric in the exposition text. */

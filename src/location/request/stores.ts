@@ -86,7 +86,7 @@ export function createRequestStores(options: RequestStoresOptions): RequestStore
 }
 
 const MAX_SIGNALS = 64;
-const SOURCE = /^[a-z][a-z:-]{0,31}$/;
+const SOURCE = /^[a-z][a-z0-9:-]{0,31}$/;
 const JURISDICTION = /^[A-Z]{2}$/;
 
 /**

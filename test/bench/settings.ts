@@ -1,0 +1,217 @@
+import { join } from 'node:path';
+import { ConfigSchema } from '../../src/config/schema.js';
+
+/**
+ * The residency-proxy settings the benchmark compares, built from feature
+ * pieces. A feature names the config keys it needs; one whose keys the
+ * schema does not have (yet) is skipped and reported, so the table keeps
+ * running while location and logging features land. To measure a new
+ * feature: add it to FEATURES and to the settings that should have it.
+ */
+
+/** A config document as YAML would hold it. */
+export type ConfigDoc = Record<string, unknown>;
+
+export interface ConfigContext {
+  /** http://127.0.0.1:PORT of the benchmark upstream. */
+  upstreamUrl: string;
+  /** This proxy's own scratch folder (decision log, extra policy files). */
+  dir: string;
+}
+
+export interface Feature {
+  readonly name: string;
+  /** What it turns on, for the report. */
+  readonly summary: string;
+  /** Dotted schema paths that must exist for the feature to apply. */
+  readonly needs: readonly string[];
+  apply(doc: ConfigDoc, ctx: ConfigContext): void;
+  /** Extra files next to the config (a shadow policy), relative names. */
+  files?(doc: ConfigDoc, ctx: ConfigContext): Record<string, ConfigDoc>;
+}
+
+/** Where the benchmark's requests go: one upstream declared in the US (allowed), one in eu-west-1 (refused under enforce). */
+export const PATHS = {
+  allowed: '/us/bench-bucket',
+  refused: '/eu/bench-bucket',
+} as const;
+
+const section = (doc: ConfigDoc, key: string): Record<string, unknown> => {
+  const current = doc[key];
+  if (typeof current === 'object' && current !== null && !Array.isArray(current)) return current as Record<string, unknown>;
+  const fresh: Record<string, unknown> = {};
+  doc[key] = fresh;
+  return fresh;
+};
+
+export const FEATURES = {
+  base: {
+    name: 'base',
+    summary: 'two S3 upstreams declared us-east-1 and eu-west-1, default allow [US]',
+    needs: ['listen', 'admin', 'upstreams', 'log_level'],
+    apply(doc, ctx) {
+      doc.listen = { host: '127.0.0.1', port: 0 };
+      doc.admin = { host: '127.0.0.1', port: 0 };
+      // info: the "listening" line the harness waits for; no per-request logs at any level.
+      doc.log_level = 'info';
+      doc.allowed_jurisdictions = ['US'];
+      doc.upstreams = [
+        { name: 's3-us', url: ctx.upstreamUrl, provider: 's3', route: { path_prefix: '/us', strip_prefix: true }, region: 'us-east-1' },
+        { name: 's3-eu', url: ctx.upstreamUrl, provider: 's3', route: { path_prefix: '/eu', strip_prefix: true }, region: 'eu-west-1' },
+      ];
+    },
+  },
+  monitor: {
+    name: 'monitor',
+    summary: 'mode monitor',
+    needs: ['mode'],
+    apply(doc) {
+      doc.mode = 'monitor';
+    },
+  },
+  enforce: {
+    name: 'enforce',
+    summary: 'mode enforce',
+    needs: ['mode'],
+    apply(doc) {
+      doc.mode = 'enforce';
+    },
+  },
+  stdoutLog: {
+    name: 'stdout-log',
+    summary: 'decision log on stdout (chained records, no fsync; the harness discards them)',
+    needs: ['decision_log.path'],
+    apply(doc) {
+      section(doc, 'decision_log').path = '-';
+    },
+  },
+  durableLog: {
+    name: 'durable-log',
+    summary: 'durable decision log: file, fdatasync per group commit (2 ms window)',
+    needs: ['decision_log.path', 'decision_log.fsync', 'decision_log.flush_ms'],
+    apply(doc, ctx) {
+      Object.assign(section(doc, 'decision_log'), { path: join(ctx.dir, 'decisions.log'), fsync: true, flush_ms: 2 });
+    },
+  },
+  rules: {
+    name: 'rules',
+    summary: 'three rules with path globs (the match is the last one) and an unexpired exception',
+    needs: ['rules', 'exceptions'],
+    apply(doc) {
+      doc.rules = [
+        { name: 'logs-eu-ok', match: { operations: ['write'], paths: ['/logs/**'] }, allow_jurisdictions: ['US', 'IE', 'DE'] },
+        { name: 'tmp-monitor', match: { upstreams: ['s3-eu'], paths: ['/scratch/**'] }, mode: 'monitor' },
+        { name: 'bench-writes', match: { upstreams: ['s3-us', 's3-eu'], operations: ['write'] }, allow_jurisdictions: ['US'] },
+      ];
+      doc.exceptions = [
+        {
+          name: 'legacy-archive',
+          match: { upstreams: ['s3-eu'], buckets: ['legacy-archive'] },
+          action: 'allow',
+          expires: '2099-12-31T23:59:59Z',
+          ticket: 'BENCH-1',
+          reason: 'benchmark: an exception that is checked on every write but never matches',
+        },
+      ];
+    },
+  },
+  networks: {
+    name: 'networks',
+    summary: 'network location: site network 127.0.0.0/8 → US (IP-literal upstream: no DNS query, warm cache)',
+    needs: ['networks'],
+    apply(doc) {
+      doc.networks = { '127.0.0.0/8': 'US' };
+    },
+  },
+  dns: {
+    name: 'dns',
+    summary: 'pinned DNS for upstream names (system resolver; the IP-literal upstream needs no query)',
+    needs: ['dns'],
+    apply(doc) {
+      doc.dns = { min_ttl: 5, max_ttl: 300 };
+    },
+  },
+  shadow: {
+    name: 'shadow',
+    summary: 'a shadow policy evaluated beside the active one',
+    needs: ['shadow_policy'],
+    apply(doc) {
+      doc.shadow_policy = 'shadow.yaml';
+    },
+    files(doc) {
+      // The same config with a wider allow-list: evaluated, never acted on.
+      const { shadow_policy: _shadow, ...rest } = doc;
+      return { 'shadow.yaml': { ...rest, allowed_jurisdictions: ['US', 'CA'] } };
+    },
+  },
+} satisfies Record<string, Feature>;
+
+export interface ProxySetting {
+  readonly name: string;
+  readonly summary: string;
+  readonly features: readonly Feature[];
+  /** Writes to the eu-west-1 upstream are refused (so the refused-PUT scenario applies). */
+  readonly enforce: boolean;
+}
+
+const F = FEATURES;
+
+/** The residency-proxy settings, lightest first. */
+export const SETTINGS: readonly ProxySetting[] = [
+  { name: 'monitor', summary: 'monitor mode, declared locations, decision log on stdout', features: [F.base, F.monitor, F.stdoutLog], enforce: false },
+  {
+    name: 'enforce-declared',
+    summary: 'enforce mode, declared locations, decision log on stdout',
+    features: [F.base, F.enforce, F.stdoutLog],
+    enforce: true,
+  },
+  {
+    name: 'enforce-full',
+    summary: 'everything on: enforce, rules + exception, shadow policy, network location, durable fsync\'d decision log with group commit',
+    features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.durableLog],
+    enforce: true,
+  },
+];
+
+/** Does the config schema have this dotted key path? */
+export function schemaHas(path: string): boolean {
+  let node: unknown = ConfigSchema;
+  for (const key of path.split('.')) {
+    const props = (node as { properties?: Record<string, unknown> }).properties;
+    if (props === undefined || !(key in props)) return false;
+    node = props[key];
+  }
+  return true;
+}
+
+export interface BuiltConfig {
+  doc: ConfigDoc;
+  /** Other files to write next to the config. */
+  files: Record<string, ConfigDoc>;
+  applied: string[];
+  /** Features left out because the schema lacks a key they need, with the key. */
+  skipped: string[];
+  /** The decision log goes to stdout (the harness points the child's stdout at /dev/null). */
+  stdoutLog: boolean;
+}
+
+export function buildConfig(setting: ProxySetting, ctx: ConfigContext): BuiltConfig {
+  const doc: ConfigDoc = {};
+  const applied: string[] = [];
+  const skipped: string[] = [];
+  for (const feature of setting.features) {
+    const missing = feature.needs.find((k) => !schemaHas(k));
+    if (missing !== undefined) {
+      skipped.push(`${feature.name} (no "${missing}" in the config schema)`);
+      continue;
+    }
+    feature.apply(doc, ctx);
+    applied.push(feature.name);
+  }
+  const files: Record<string, ConfigDoc> = {};
+  for (const feature of setting.features) {
+    if (applied.includes(feature.name) && feature.files) Object.assign(files, feature.files(doc, ctx));
+  }
+  const log = doc.decision_log as { path?: string } | undefined;
+  return { doc, files, applied, skipped, stdoutLog: log?.path === '-' };
+}
