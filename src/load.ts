@@ -4,7 +4,8 @@ import { ConfigError, loadConfigFile, parseConfig, type Config, type ConfigCheck
 import { locationProblems } from './location/signals.js';
 import { compilePolicy, policyProblems } from './policy/engine.js';
 import { Planner } from './proxy/plan.js';
-import { compileUpstreams } from './proxy/route.js';
+import { compileUpstreams, upstreamProblems } from './proxy/route.js';
+import { siteNetworkProblems } from './location/networks.js';
 
 /**
  * Loading a config completely (schema, cross-field, catalog and policy
@@ -13,7 +14,7 @@ import { compileUpstreams } from './proxy/route.js';
  *
  * Checks beyond the schema that need the catalog and the policy compiler.
  */
-export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, policyProblems, adminProblems];
+export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, siteNetworkProblems, upstreamProblems, policyProblems, adminProblems];
 
 /** Load and fully validate a config file (throws ConfigError listing every problem). */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {

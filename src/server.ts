@@ -93,7 +93,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     log: ({ level, msg, ...fields }) => logger[level](fields, msg),
     ...(options.onFleetEvent ? { onFleetEvent: options.onFleetEvent } : {}),
     policy: () => policy.status(),
-    decisionLog: () => ({ healthy: sink.healthy(), backlog: null }),
+    decisionLog: () => ({ healthy: sink.healthy(), backlog: decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0) }),
   });
 
   // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.

@@ -77,12 +77,13 @@ async function connect(url: string | undefined, prefix: string): Promise<Target 
   if (target === undefined || target === '') throw new UsageError('--redis URL (or $RESIDENCY_REDIS_URL) is required');
   if (!/^rediss?:\/\//.test(target)) throw new UsageError('--redis is a redis:// or rediss:// URL');
   const redis = new Redis(target, { lazyConnect: true, connectTimeout: 3_000, commandTimeout: 5_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  // Reported through connect()'s rejection; an unhandled 'error' event would only repeat it.
-  redis.on('error', () => {});
+  // connect() rejects with a bare "Connection is closed."; the 'error' event has the cause (ECONNREFUSED, auth, TLS).
+  let cause: string | null = null;
+  redis.on('error', (err: Error) => (cause = err.message));
   try {
     await redis.connect();
   } catch (err) {
-    console.error(`residency-proxy fleet: cannot reach Redis at ${redact(target)}: ${(err as Error).message}`);
+    console.error(`residency-proxy fleet: cannot reach Redis at ${redact(target)}: ${cause ?? (err as Error).message}`);
     redis.disconnect();
     return null;
   }

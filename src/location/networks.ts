@@ -76,7 +76,7 @@ function siteProblems(networks: Readonly<Record<string, SiteSpec>>): (ConfigProb
       const region = lookupRegion(spec.region);
       if (!region) {
         problems.push({ kind: 'region', path: `${at}.region`, message: `unknown region "${spec.region}"`, expected: 'a cloud region id such as us-east-1, europe-west3 or eastus' });
-      } else if (!region.jurisdictions.includes(jurisdiction)) {
+      } else if (typeof jurisdiction === 'string' && !region.jurisdictions.includes(jurisdiction)) {
         problems.push({ kind: 'region', path: `${at}.jurisdiction`, message: `"${jurisdiction}" contradicts region ${region.id} (${region.jurisdictions.join(', ')})`, expected: 'a jurisdiction of that region' });
       }
     }

@@ -11,7 +11,7 @@ import {
   parseGcsRequest,
 } from '../location/request/azure-gcs.js';
 import { detectCreateBucket, type CreateBucketTarget } from '../location/request/create-bucket.js';
-import { parseS3CompatibleHost, parseS3Host, s3HostSignals, type S3HostInfo } from '../location/request/s3-host.js';
+import { parseS3Host, s3HostSignals, type S3HostInfo } from '../location/request/s3-host.js';
 import { parseSigV4, sigv4Signals } from '../location/request/sigv4.js';
 import type { StoredLocation } from '../location/request/stores.js';
 import { toLocation, type Location, type Signal } from '../location/signals.js';
@@ -200,9 +200,13 @@ export class Planner {
       } else if (upstream.hostTemplate !== null && AWS_HOST.test(hostname)) {
         // A {host} upstream for AWS forwards to S3 endpoints only, not to any other service under the pattern.
         return { kind: 'reject', status: 404, code: 'no_route', detail: `${hostname} is not an S3 endpoint` };
-      } else if (upstream.routeHost !== null) {
-        const suffix = upstream.routeHost.startsWith('*.') ? upstream.routeHost.slice(2) : upstream.routeHost;
-        hostBucket = parseS3CompatibleHost(hostname, suffix)?.bucket ?? null;
+      } else if (upstream.routeHost !== null && !upstream.routeHost.startsWith('*.')) {
+        // BUCKET.<route host> is virtual-hosted on an S3-compatible domain (as
+        // bucketOf reads it; a wildcard route says nothing about addressing).
+        const routeHost = upstream.routeHost;
+        if (hostname.length > routeHost.length + 1 && hostname.endsWith(routeHost) && hostname[hostname.length - routeHost.length - 1] === '.') {
+          hostBucket = hostname.slice(0, hostname.length - routeHost.length - 1);
+        }
       }
       bucket = hostBucket ?? (s3Host?.style === 'accesspoint' ? null : bucketOf('s3', upstreamPath, hostname, null, false));
     } else if (provider === 'gcs') {

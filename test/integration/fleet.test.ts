@@ -321,6 +321,10 @@ describe('fleet lockdown', () => {
     for (const m of members) {
       expect(await metric(m, 'residency_lockdown_active')).toBe('residency_lockdown_active 0');
       expect(await metric(m, 'residency_lockdown_changes_total{state="lifted"}')).toBe('residency_lockdown_changes_total{state="lifted"} 2');
+      const e = lockdownEvents(m, 'lifted').at(-1) as Extract<FleetEvent, { type: 'lockdown' }>;
+      expect(e).toMatchObject({ reason: 'incident 10 over' });
+      // Within a second after the restart too (the subscriber re-subscribed; polling backs it up).
+      expect(Date.parse(e.at) - Date.parse(e.set_at), m.id).toBeLessThan(1_000);
     }
   });
 });

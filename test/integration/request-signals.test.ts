@@ -263,7 +263,7 @@ describe('S3 create-bucket bodies on the wire (recording upstream)', () => {
   let proxy: RunningProxy;
 
   beforeAll(async () => {
-    upstream = await startRecordingUpstream({ respond: () => ({ status: 200, headers: { 'content-length': '0' }, body: '' }) });
+    upstream = await startRecordingUpstream({ respond: () => ({ status: 200, headers: { etag: '"0"', 'content-length': '0' }, body: '' }) });
     proxy = await startProxy({
       upstreams: [
         { name: 'rec', url: upstream.url, provider: 's3', route: { path_prefix: '/rec', strip_prefix: true }, region: 'us-east-1', request_signals: true },
@@ -333,6 +333,30 @@ describe('S3 create-bucket bodies on the wire (recording upstream)', () => {
       ['rec', 'unknown_location', { kind: 'multipart', known: false }],
       ['minio', 'unknown_location', { kind: 'multipart', known: false }],
     ]);
+  });
+
+  it('matches exceptions on the SigV4 principal', async () => {
+    const excepted = await startProxy({
+      upstreams: [{ name: 'rec', url: upstream.url, provider: 's3', route: { path_prefix: '/rec', strip_prefix: true }, region: 'us-east-1', request_signals: true }],
+      rules: [WRITE_RULE],
+      exceptions: [
+        { name: 'migration', match: { principals: ['EXEMPTKEY'] }, action: 'allow', expires: '2999-01-01T00:00:00Z', ticket: 'CHG-1', reason: 'one-off copy to Frankfurt' },
+      ],
+    });
+    const exempt = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'EXEMPTKEY', secretAccessKey: 'x'.repeat(40) });
+    const other = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'OTHERKEY', secretAccessKey: 'x'.repeat(40) });
+    try {
+      await exempt.send(new PutObjectCommand({ Bucket: 'bkt', Key: 'k', Body: 'x' }));
+      await expect(other.send(new PutObjectCommand({ Bucket: 'bkt', Key: 'k', Body: 'x' }))).rejects.toMatchObject(DENIED);
+      expect(excepted.decisions().map((r) => [r.principal, r.decision, r.reason, r.exception?.name])).toEqual([
+        ['EXEMPTKEY', 'allow', 'exception_allowed', 'migration'],
+        ['OTHERKEY', 'block', 'location_conflict', undefined],
+      ]);
+    } finally {
+      exempt.destroy();
+      other.destroy();
+      await excepted.close();
+    }
   });
 
   it('leaves an S3-compatible upstream alone: no body inspection, no request signals', async () => {

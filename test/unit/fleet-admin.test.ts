@@ -6,7 +6,7 @@ import { buildAdminApp } from '../../src/admin/app.js';
 import { digestToken } from '../../src/admin/auth.js';
 import { joinFleet } from '../../src/fleet/member.js';
 import { parseConfigText } from '../../src/load.js';
-import { ConfigError } from '../../src/config/load.js';
+import type { ConfigError } from '../../src/config/load.js';
 import { createMetrics, type Metrics } from '../../src/metrics/registry.js';
 
 const TOKEN = 'admin-token-0123456789abcdef';

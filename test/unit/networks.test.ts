@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/load.js';
+import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { parseConfigText } from '../../src/load.js';
 import { SiteNetworks, siteNetworkProblems } from '../../src/location/networks.js';
 
@@ -41,7 +41,14 @@ describe('site networks', () => {
     expect(problems(`${BASE}networks:\n  "10.0.0.0/8": { jurisdiction: US, colour: red }\n`)).toEqual(['policy.yaml: networks["10.0.0.0/8"].colour: unknown key (expected one of jurisdiction, region)']);
     expect(problems(`${BASE}networks:\n  "10.0.0.0/8": { region: eu-west-1 }\n`)).toEqual(['policy.yaml: networks["10.0.0.0/8"].jurisdiction: is required but missing']);
     expect(problems(`${BASE}networks:\n  "10.0.0.0/8": 5\n`)).toEqual(['policy.yaml: networks["10.0.0.0/8"]: has the wrong type: number 5 (expected an ISO 3166-1 alpha-2 code, or { jurisdiction, region })']);
-    const config = parseConfigText(`${BASE}networks:\n  "10.0.0.0/8": { jurisdiction: DE, region: eu-west-1 }\n  "10.1.0.0/16": { jurisdiction: US, region: mars-1 }\n`, 'policy.yaml');
+    const text = `${BASE}networks:\n  "10.0.0.0/8": { jurisdiction: DE, region: eu-west-1 }\n  "10.1.0.0/16": { jurisdiction: US, region: mars-1 }\n`;
+    // check-config reports both…
+    expect(problems(text)).toEqual([
+      'policy.yaml: networks["10.0.0.0/8"].jurisdiction: "DE" contradicts region eu-west-1 (IE) (expected a jurisdiction of that region)',
+      'policy.yaml: networks["10.1.0.0/16"].region: unknown region "mars-1" (expected a cloud region id such as us-east-1, europe-west3 or eastus)',
+    ]);
+    // …and so do the check and the constructor on their own.
+    const config = parseConfig(text, 'policy.yaml');
     expect(siteNetworkProblems(config)).toEqual([
       { path: 'networks["10.0.0.0/8"].jurisdiction', message: '"DE" contradicts region eu-west-1 (IE)', expected: 'a jurisdiction of that region' },
       { path: 'networks["10.1.0.0/16"].region', message: 'unknown region "mars-1"', expected: 'a cloud region id such as us-east-1, europe-west3 or eastus' },
