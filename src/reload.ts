@@ -13,7 +13,7 @@ import type { Planner } from './proxy/plan.js';
  */
 
 /** Keys that are bound at start-up; a change is reported, not silently ignored. */
-const RESTART_KEYS = ['listen', 'admin', 'decision_log', 'redis', 'dns', 'limits', 'demo_upstream'] as const;
+const RESTART_KEYS = ['listen', 'admin', 'decision_log', 'redis', 'dns', 'limits', 'demo_upstream', 'fleet'] as const;
 
 export interface ReloadAttempt {
   readonly at: string;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
@@ -91,7 +92,14 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     version: readPackageVersion(),
     metrics,
     log: ({ level, msg, ...fields }) => logger[level](fields, msg),
-    ...(options.onFleetEvent ? { onFleetEvent: options.onFleetEvent } : {}),
+    onFleetEvent(event) {
+      // A lockdown set or lifted here is chained into this replica's decision log.
+      if (event.type === 'lockdown') {
+        const entry = { kind: 'event', event: 'lockdown', ts: event.at, id: randomUUID(), state: event.state, reason: event.reason, set_by: event.set_by, set_at: event.set_at, trigger: event.trigger } as const;
+        sink.write(entry).catch((err: Error) => logger.error({ err: err.message }, 'lockdown event could not be written to the decision log'));
+      }
+      options.onFleetEvent?.(event);
+    },
     policy: () => policy.status(),
     decisionLog: () => ({ healthy: sink.healthy(), backlog: decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0) }),
   });

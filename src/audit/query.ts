@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import { expandLogArgs, orderLogFiles } from './catalog.js';
 import { readLines } from './lines.js';
-import type { DecisionRecord } from './record.js';
+import { isEvent, type DecisionRecord } from './record.js';
 
 export interface QueryFilter {
   /** Inclusive, ISO 8601 UTC (as records write `ts`). */
@@ -39,6 +39,8 @@ export function jurisdictionsOf(record: DecisionRecord): readonly string[] {
 }
 
 export function matches(record: DecisionRecord, filter: QueryFilter): boolean {
+  // Fleet events match only an unfiltered (or time-only) query.
+  if (isEvent(record) && (filter.decision ?? filter.upstream ?? filter.mode ?? filter.jurisdiction) !== undefined) return false;
   if (filter.since !== undefined && !(record.ts >= filter.since)) return false;
   if (filter.until !== undefined && !(record.ts < filter.until)) return false;
   if (filter.decision !== undefined && record.decision !== filter.decision) return false;

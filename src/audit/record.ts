@@ -60,10 +60,34 @@ export interface DecisionRecord {
 /** What the proxy fills in; the sink adds the chain fields. */
 export type DecisionEntry = Omit<DecisionRecord, 'v' | 'seq' | 'replica' | 'prev' | 'hash'>;
 
+/**
+ * A fleet event in the same chained log, between decision records, so an
+ * auditor sees when a lockdown was set or lifted on this replica. Told apart
+ * from decisions by `kind: "event"`; the chain fields are the same.
+ */
+export interface EventEntry {
+  kind: 'event';
+  event: 'lockdown';
+  ts: string;
+  id: string;
+  state: 'locked' | 'lifted';
+  reason: string;
+  set_by: string;
+  set_at: string;
+  trigger: string;
+}
+
+/** Anything the decision log chains. */
+export type LogEntry = DecisionEntry | EventEntry;
+
+export function isEvent(record: object): boolean {
+  return (record as { kind?: unknown }).kind === 'event';
+}
+
 /** Where decision records go. Kept small so a durable, chained sink can replace the first one. */
 export interface DecisionSink {
   /** Resolves once the record is written; rejects when it cannot be. */
-  write(entry: DecisionEntry): Promise<void>;
+  write(entry: LogEntry): Promise<void>;
   /** False while the sink cannot write. */
   healthy(): boolean;
   close(): Promise<void>;

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { GENESIS_HASH, sealRecord } from './canonical.js';
-import { RECORD_VERSION, type DecisionEntry, type DecisionSink } from './record.js';
+import { RECORD_VERSION, type DecisionSink, type LogEntry } from './record.js';
 
 /**
  * `decision_log.path: "-"`: chained records on stdout, for a collector that
@@ -19,7 +19,7 @@ export function createStdoutSink(options: { replica: string; onError?: (err: Err
   let seq = 0;
   let prev = GENESIS_HASH;
   return {
-    async write(entry: DecisionEntry) {
+    async write(entry: LogEntry) {
       const { line, hash } = sealRecord({ ...entry, v: RECORD_VERSION, seq: seq + 1, replica: options.replica, prev });
       try {
         destination.write(`${line}\n`);

@@ -29,7 +29,7 @@ import { sealDigest, serialiseDigest, type Digest, type DigestBody, type SealRea
 import { DecisionLogCodes, DecisionLogError, describeError } from './errors.js';
 import { digestPath, listRotated, logLayout, rotatedPath, type LogLayout } from './files.js';
 import { readFirstLine, readTail } from './lines.js';
-import { RECORD_VERSION, type DecisionEntry, type DecisionRecord, type DecisionSink } from './record.js';
+import { RECORD_VERSION, type DecisionRecord, type DecisionSink, type LogEntry } from './record.js';
 
 /** The file operations on the write path, injectable so tests can fail them. */
 export interface FileOps {
@@ -112,7 +112,7 @@ export interface DecisionLog extends DecisionSink {
 }
 
 interface Item {
-  entry: DecisionEntry;
+  entry: LogEntry;
   line: string;
   seq: number;
   hash: string;
@@ -272,7 +272,7 @@ class DurableLog implements DecisionLog {
 
   private pending: Item[] = [];
   private pendingBytes = 0;
-  private held: DecisionEntry[] = [];
+  private held: LogEntry[] = [];
   private timer: NodeJS.Timeout | null = null;
   /** A flush loop or an exclusive section (rotation, shutdown) is running. */
   private busy: Promise<void> | null = null;
@@ -534,7 +534,7 @@ class DurableLog implements DecisionLog {
   // ---------------------------------------------------------------------------
   // writing
 
-  async write(entry: DecisionEntry): Promise<void> {
+  async write(entry: LogEntry): Promise<void> {
     if (this.closed) throw new DecisionLogError(DecisionLogCodes.CLOSED, 'the decision log is closed');
     if (this.broken !== null) {
       const recovered = await this.recover();
@@ -549,11 +549,11 @@ class DurableLog implements DecisionLog {
     return this.enqueue(entry);
   }
 
-  private holdable(entry: DecisionEntry): boolean {
-    return this.failOpen.has(entry.operation) && this.held.length < this.heldMax;
+  private holdable(entry: LogEntry): boolean {
+    return 'operation' in entry && this.failOpen.has(entry.operation) && this.held.length < this.heldMax;
   }
 
-  private enqueue(entry: DecisionEntry, detached = false): Promise<void> {
+  private enqueue(entry: LogEntry, detached = false): Promise<void> {
     const prev = this.assigned.hash;
     const seq = this.assigned.seq + 1;
     const unsealed = { ...entry, v: RECORD_VERSION, seq, replica: this.replica, prev };

@@ -121,7 +121,8 @@ export class LockdownWatcher {
   private verifiedAt: string | null = null;
   private poll: NodeJS.Timeout | null = null;
   private reading: Promise<void> | null = null;
-  private again = false;
+  /** A read asked for while one was in flight (its trigger, for the log), run right after it. */
+  private again: LockdownTrigger | null = null;
   private closed = false;
   /** So a Redis outage is logged once, not every poll. */
   private failing = false;
@@ -185,15 +186,15 @@ export class LockdownWatcher {
   refresh(trigger: LockdownTrigger): void {
     if (this.closed) return;
     if (this.reading !== null) {
-      this.again = true;
+      // A message during a poll's read must still be read after it: the poll may have read too early.
+      if (this.again !== 'message') this.again = trigger;
       return;
     }
     this.reading = this.read(trigger).finally(() => {
       this.reading = null;
-      if (this.again) {
-        this.again = false;
-        this.refresh(trigger);
-      }
+      const next = this.again;
+      this.again = null;
+      if (next !== null) this.refresh(next);
     });
   }
 

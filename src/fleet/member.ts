@@ -53,6 +53,9 @@ export interface FleetMemberOptions {
   onFleetEvent?: (event: FleetEvent) => void;
   policy: () => { hash: string; loadedAt: string; shadowHash: string | null };
   decisionLog: () => { healthy: boolean; backlog: number | null };
+  /** Location database ages for the heartbeat (Unix seconds, as in EvidenceSources); absent: reported as null. */
+  geoipBuildEpoch?: () => number | null;
+  ipRangesCreatedEpoch?: () => number | null;
   /** How long start() waits for Redis to read the lockdown switch, ms. */
   startupTimeoutMs?: number;
 }
@@ -139,6 +142,8 @@ export function joinFleet(options: FleetMemberOptions): FleetMember {
       policy: options.policy,
       decisionLog: options.decisionLog,
       lockdown: () => watcher.state(),
+      ...(options.geoipBuildEpoch ? { geoipBuildEpoch: options.geoipBuildEpoch } : {}),
+      ...(options.ipRangesCreatedEpoch ? { ipRangesCreatedEpoch: options.ipRangesCreatedEpoch } : {}),
     },
     options.log,
   );

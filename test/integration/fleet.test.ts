@@ -80,13 +80,16 @@ async function startMember(id: string): Promise<Member> {
   return { id, dir, file, logFile, app, port: proxy.port, adminUrl: `http://127.0.0.1:${admin.port}`, events };
 }
 
-function decisions(logFile: string): DecisionRecord[] {
+function logLines(logFile: string): Record<string, unknown>[] {
   if (!existsSync(logFile)) return [];
   return readFileSync(logFile, 'utf8')
     .split('\n')
     .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as DecisionRecord)
-    .filter((r) => typeof r.decision === 'string');
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function decisions(logFile: string): DecisionRecord[] {
+  return logLines(logFile).filter((r) => typeof r.decision === 'string') as unknown as DecisionRecord[];
 }
 
 async function getJson<T>(url: string): Promise<{ status: number; body: T }> {
@@ -248,6 +251,14 @@ describe('fleet lockdown', () => {
     const after = decisions(members[0]!.logFile).at(-1)!;
     expect(after).toMatchObject({ effective: 'forwarded', mode: 'monitor' });
     expect(after.lockdown).toBeUndefined();
+    // Set and lift are chained into every replica's decision log, between the decisions.
+    for (const m of members) {
+      const events = logLines(m.logFile).filter((r) => r.kind === 'event');
+      expect(events.map((e) => [e.event, e.state, e.reason, e.set_by]), m.id).toEqual([
+        ['lockdown', 'locked', 'incident 9: suspected exfiltration', 'oncall@test'],
+        ['lockdown', 'lifted', 'incident 9 contained', 'oncall@test'],
+      ]);
+    }
   });
 
   it('a replica started while the lockdown is set starts locked down', async () => {

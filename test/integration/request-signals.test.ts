@@ -25,6 +25,7 @@ import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-bl
 import { Redis } from 'ioredis';
 import type { DecisionRecord } from '../../src/audit/record.js';
 import { explainCommand } from '../../src/cli/explain.js';
+import { parseConfig } from '../../src/config/load.js';
 import { compileUpstreams, targetFor } from '../../src/proxy/route.js';
 import { createResidencyProxy, parseConfigText, type ResidencyProxy } from '../../src/server.js';
 import { startAzurite, type AzuriteHandle } from '../helpers/azurite.js';
@@ -617,8 +618,11 @@ describe('{host} upstreams: one upstream for every S3 region', () => {
   });
 
   it('refuses a {host} URL without a host pattern (it would be an open proxy)', () => {
-    const config = parseConfigText(stringify({ upstreams: [{ name: 'open', url: 'https://{host}', provider: 's3', route: { path_prefix: '/x' } }] }), 'open.yaml');
-    expect(() => compileUpstreams(config)).toThrow(/route\.host is not set/);
+    const text = stringify({ upstreams: [{ name: 'open', url: 'https://{host}', provider: 's3', route: { path_prefix: '/x' } }] });
+    // check-config refuses it…
+    expect(() => parseConfigText(text, 'open.yaml')).toThrow(/^open\.yaml: upstreams\[0\]\.url: .*route\.host is not set/m);
+    // …and so does compiling it, should it get that far.
+    expect(() => compileUpstreams(parseConfig(text, 'open.yaml'))).toThrow(/route\.host is not set/);
   });
 
   it('forwards to the requested host (loopback: an exact host pattern) and records it as the target', async () => {
