@@ -74,7 +74,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   });
   // Admin secrets are read before anything opens: a missing token stops the start.
   const adminSecurity = loadAdminSecurity(config, options.env ?? process.env);
-  const replica = options.replica ?? hostname();
+  // RESIDENCY_REPLICA tells apart several processes on one host (the host name is the default).
+  const replica = options.replica ?? (options.env ?? process.env).RESIDENCY_REPLICA ?? hostname();
   // The one fleet Redis connection (shared state: discovered bucket regions,
   // upload locations); null without `redis`. The decision-log shipper keeps its own.
   const fleetRedis: FleetRedis | null = config.redis
