@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, LookupFunction } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
@@ -13,11 +13,14 @@ import type { DecisionSink } from './audit/record.js';
 import type { Config } from './config/load.js';
 import { joinFleet, type FleetEvent } from './fleet/member.js';
 import { connectFleetRedis, type FleetRedis } from './fleet/redis.js';
+import { networkLocationSettings } from './location/network-config.js';
 import { createRequestStores } from './location/request/stores.js';
+import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp } from './proxy/app.js';
 import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
 import type { Planner } from './proxy/plan.js';
+import type { Upstream } from './proxy/route.js';
 import { PolicyStore } from './reload.js';
 
 export { buildPlanner, loadConfig, parseConfigText, CONFIG_CHECKS } from './load.js';
@@ -36,7 +39,11 @@ export interface ResidencyProxyOptions {
   env?: NodeJS.ProcessEnv;
   /** Clock for exception expiry. */
   now?: () => number;
-  /** Socket options for upstream connections (tests: a `lookup` that sends `{host}` upstreams' names to loopback). */
+  /**
+   * Socket options for upstream connections. A `lookup` in it (tests: made-up
+   * names to loopback) is what network location resolves upstream names with,
+   * in place of the system resolver.
+   */
   upstreamConnect?: ForwarderOptions['connect'];
   /** Fleet events (lockdown set/lift applied, Redis lost/back), also in the operational log. */
   onFleetEvent?: (event: FleetEvent) => void;
@@ -70,6 +77,9 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     evidence: {
       decisionLogBacklog: () => (decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0)),
       decisionLogLastFlushEpoch: () => lastFlush,
+      geoipBuildEpoch: () => location?.geoipBuildEpoch() ?? null,
+      ipRangesCreatedEpoch: () => location?.rangesCreatedEpoch() ?? null,
+      locationSources: () => location?.sources() ?? [],
     },
   });
   // Admin secrets are read before anything opens: a missing token stops the start.
@@ -139,6 +149,10 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
         metrics.policyReloads.inc({ result: attempt.ok ? 'success' : 'failure' });
         if (attempt.ok) {
           forwarder.retain(current.upstreams);
+          // Site networks and range files reload with the policy (a bad range file keeps the last good tables).
+          if (location !== null) void location.reload(policy.config(), upstreamHosts(current.upstreams), networkLocationSettings(policy.config()).cloudRanges);
+          const restartLocation = locationRestartKeys(config, policy.config());
+          if (restartLocation.length > 0) logger.warn({ keys: restartLocation }, 'changed settings take effect only after a restart');
           metrics.policyInfo.reset();
           metrics.policyInfo.set({ hash: current.policy.hash }, 1);
           metrics.policyLoadedTimestamp.set(Date.parse(attempt.at) / 1000);
@@ -158,7 +172,27 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   metrics.policyReloads.inc({ result: 'success' });
   metrics.policyInfo.set({ hash: planner().policy.hash }, 1);
   metrics.policyLoadedTimestamp.set(Date.parse(policy.status().loadedAt) / 1000);
-  const forwarder = new Forwarder(options.upstreamConnect ? { connect: options.upstreamConnect } : {});
+  // Network location (location.network, on by default): upstream names resolved
+  // and pinned, addresses placed by site networks, cloud ranges and GeoIP.
+  const locationSettings = networkLocationSettings(config);
+  const location = locationSettings.enabled
+    ? new LocationService({
+        settings: locationSettings,
+        networks: config.networks,
+        hosts: upstreamHosts(planner().upstreams),
+        ...promiseLookup(options.upstreamConnect),
+        events: {
+          lookup: (source, result) => metrics.locationLookups.inc({ source, result }),
+          reload: (source, ok) => metrics.locationSourceReloads.inc({ source, result: ok ? 'success' : 'failure' }),
+          log: (level, fields, msg) => logger[level](fields, msg),
+        },
+      })
+    : null;
+  const forwarder = new Forwarder({
+    ...(options.upstreamConnect ? { connect: options.upstreamConnect } : {}),
+    // Pinned: an upstream's own requests (discovery) go to its located address too.
+    ...(location !== null ? { addressOf: (u: Upstream) => locatedAddress(location, u.hostname) } : {}),
+  });
   const stores = createRequestStores({
     redis: fleetRedis,
     // Discovery asks the configured upstream through its own pool, never a host a client named.
@@ -174,6 +208,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     maskClient,
     forwarder,
     stores,
+    location,
     sink,
     metrics,
     logger,
@@ -193,10 +228,13 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       { name: 'decision_log', check: () => (sink.healthy() ? { ok: true } : { ok: false, detail: 'decision log is not writable' }) },
       // Always ok: a replica without Redis keeps serving under its last known lockdown state.
       { name: 'fleet', check: () => fleet.readiness() },
+      // Not ready until GeoIP and the range files are loaded and every upstream host was resolved once.
+      { name: 'location', check: () => location?.readiness() ?? { ok: true, detail: 'network location off: declared and request signals only' } },
     ],
   });
 
   let closeDemo: (() => Promise<void>) | undefined;
+  let closing: Promise<void> | null = null;
   return {
     config,
     proxy,
@@ -213,32 +251,83 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
         closeDemo = demo.close;
         logger.info({ demo_upstream: `${demo.address.address}:${demo.address.port}` }, 'demo upstream listening (stores nothing)');
       }
-      await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
-      await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
+      try {
+        // Admin first: /readyz answers (not ready) while the location sources load.
+        await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
+        // A corrupt GeoIP database or range file stops the start, naming the file.
+        await location?.resolved(STARTUP_RESOLVE_MS);
+        await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
+      } catch (err) {
+        await close();
+        throw err;
+      }
       if (options.watch) policy.watch();
       shipper?.start();
       fleet.announce();
       return { proxy: proxy.server.address() as AddressInfo, admin: admin.server.address() as AddressInfo };
     },
-    async close() {
-      policy.close();
-      // Fastify stops accepting, closes idle keep-alive connections and waits
-      // for in-flight requests; past the grace period the rest are cut.
-      const force = setTimeout(() => proxy.server.closeAllConnections(), config.limits.shutdown_grace_ms);
-      force.unref();
-      try {
-        await proxy.close();
-      } finally {
-        clearTimeout(force);
-      }
-      await forwarder.close();
-      await admin.close();
-      await closeDemo?.();
-      await sink.close();
-      // After the seal, so the shipper drains up to the last record.
-      await shipper?.close();
-      await fleet.close();
-      await fleetRedis?.close();
-    },
+    close,
+  };
+
+  function close(): Promise<void> {
+    closing ??= closeAll();
+    return closing;
+  }
+
+  async function closeAll(): Promise<void> {
+    policy.close();
+    // Fastify stops accepting, closes idle keep-alive connections and waits
+    // for in-flight requests; past the grace period the rest are cut.
+    const force = setTimeout(() => proxy.server.closeAllConnections(), config.limits.shutdown_grace_ms);
+    force.unref();
+    try {
+      await proxy.close();
+    } finally {
+      clearTimeout(force);
+    }
+    await forwarder.close();
+    location?.close();
+    await admin.close();
+    await closeDemo?.();
+    await sink.close();
+    // After the seal, so the shipper drains up to the last record.
+    await shipper?.close();
+    await fleet.close();
+    await fleetRedis?.close();
+  }
+}
+
+/** `location` keys bound at startup (dns is in the policy store's own list): changed ones are reported, not silently ignored. */
+function locationRestartKeys(started: Config, next: Config): string[] {
+  return (['network', 'pick', 'geoip'] as const)
+    .filter((key) => JSON.stringify(started.location[key]) !== JSON.stringify(next.location[key]))
+    .map((key) => `location.${key}`);
+}
+
+/** How long a start waits for the upstream hosts' first DNS answers; past it, /readyz says which are still resolving. */
+const STARTUP_RESOLVE_MS = 10_000;
+
+/** The hosts of fixed-URL upstreams: resolved at startup and kept fresh (`{host}` upstreams' hosts come with requests). */
+function upstreamHosts(upstreams: readonly Upstream[]): string[] {
+  return [...new Set(upstreams.filter((u) => u.hostTemplate === null).map((u) => u.hostname))];
+}
+
+function locatedAddress(location: LocationService, host: string): string | null {
+  const found = location.locate(host);
+  return found === 'pending' ? null : found.address;
+}
+
+/** A socket option `lookup` (net's callback style), as the promise the resolver takes; {} without one. */
+function promiseLookup(connect: ForwarderOptions['connect']): { lookup?: (host: string) => Promise<{ address: string; family: number }[]> } {
+  const lookup = connect !== undefined && 'lookup' in connect ? (connect.lookup as LookupFunction | undefined) : undefined;
+  if (lookup === undefined) return {};
+  return {
+    lookup: (host) =>
+      new Promise((resolve, reject) => {
+        lookup(host, { all: true }, (err, addresses) => {
+          if (err) reject(err);
+          else resolve(typeof addresses === 'string' ? [{ address: addresses, family: addresses.includes(':') ? 6 : 4 }] : addresses);
+        });
+      }),
   };
 }

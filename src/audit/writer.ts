@@ -576,11 +576,26 @@ class DurableLog implements DecisionLog {
       this.startFlush();
       return;
     }
+    if (this.flushMs === 0) {
+      // No window: write once this turn of the event loop has queued what it
+      // will (setTimeout(0) would wait a whole millisecond). Under load the
+      // batches still form by themselves while the previous fsync runs.
+      if (!this.immediateQueued) {
+        this.immediateQueued = true;
+        setImmediate(() => {
+          this.immediateQueued = false;
+          this.startFlush();
+        });
+      }
+      return;
+    }
     this.timer ??= setTimeout(() => {
       this.timer = null;
       this.startFlush();
     }, this.flushMs);
   }
+
+  private immediateQueued = false;
 
   private startFlush(): void {
     if (this.busy !== null || this.pending.length === 0 || this.broken !== null) return;

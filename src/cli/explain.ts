@@ -1,17 +1,25 @@
 import { readFileSync } from 'node:fs';
 import { buildPlanner } from '../load.js';
+import type { NetworkLocation } from '../location/network-locator.js';
+import { networkLocationSettings } from '../location/network-config.js';
 import { createBucketLocation, createBucketSignals, isAwsChunked } from '../location/request/create-bucket.js';
+import type { Signal } from '../location/signals.js';
 import type { Found, Plan, Prepared } from '../proxy/plan.js';
 import { loadOrReport, parse, UsageError, withUsage } from './args.js';
 
 const USAGE = `Usage: residency-proxy explain --config FILE METHOD URL [-H 'K: V']… [--body FILE] [--offline] [--format json|text]
 
 Prints the decision the proxy would take for the request, with every signal
-and its source. Nothing is sent anywhere: no upstream, DNS or Redis is
-contacted (--offline says so explicitly; it is always the case). URL is
-absolute (http://host:port/path) or a path with -H 'Host: …'. Headers that
-carry location (Authorization, X-Amz-Region-Set, …) are read like the proxy
-reads them, and never printed.
+and its source. No upstream or Redis is contacted. Network location is done
+as the proxy does it: the upstream's host is resolved once (through
+dns.servers, else the system resolver) and the chain is shown: host →
+addresses → each address's signals (site networks, cloud ranges, GeoIP) →
+decision. URL is absolute (http://host:port/path) or a path with
+-H 'Host: …'. Headers that carry location (Authorization, X-Amz-Region-Set,
+…) are read like the proxy reads them, and never printed.
+
+--offline     no DNS query and no network location: the decision is shown
+              on the declared and request signals only.
 
 --body FILE   the body of a bucket-creating request (S3 CreateBucket, Cloud
               Storage bucket insert), where the new bucket's location is;
@@ -73,17 +81,63 @@ export function explainCommand(args: string[]): Promise<number> {
     const upper = method.toUpperCase();
     const requestHeaders = Object.fromEntries(headers);
     const prepared = planner.prepare({ method: upper, target, host, headers: requestHeaders });
-    let plan: Plan = prepared.kind === 'reject' ? prepared : planner.finish(prepared);
     let lookups: string[] = [];
+    let chain: NetworkChain | string | null = null;
+    if (prepared.kind === 'prepared') {
+      const settings = networkLocationSettings(config);
+      if (values.offline) chain = 'not located (--offline): the proxy also places the upstream address (DNS, site networks, cloud ranges, GeoIP)';
+      else if (!settings.enabled) chain = 'off (location.network: false): declared and request signals only';
+      else chain = await locateOnce(config, settings, prepared.route.hostname);
+    }
+    const network = typeof chain === 'object' && chain !== null ? chain.network : null;
+    let plan: Plan = prepared.kind === 'reject' ? prepared : planner.finish(prepared, undefined, network);
     if (prepared.kind === 'prepared' && prepared.needs !== null) {
       const done = inspect(prepared, body, isAwsChunked(requestHeaders));
-      lookups = done.lookups;
-      plan = done.reject ?? planner.finish(prepared, done.found);
+      lookups = [...lookups, ...done.lookups];
+      plan = done.reject ?? planner.finish(prepared, done.found, network);
     }
-    const report = describe(plan, upper, host, planner.policy.hash, lookups);
+    const report = describe(plan, upper, host, planner.policy.hash, lookups, chain);
     console.log(values.format === 'json' ? JSON.stringify(report, null, 2) : asText(report));
     return 0;
   });
+}
+
+interface NetworkChain {
+  readonly host: string;
+  /** dns, system (getaddrinfo) or literal; null without an answer. */
+  readonly source: string | null;
+  readonly ttl: number | null;
+  readonly error: string | null;
+  readonly addresses: readonly { readonly address: string; readonly used: boolean; readonly signals: readonly Signal[] }[];
+  /** The address the proxy would send to; null: none, so the location is unknown. */
+  readonly address: string | null;
+  readonly network: NetworkLocation;
+}
+
+/** Resolve the target host once and locate every address, as the proxy would (GeoIP and range files loaded, not watched). */
+async function locateOnce(config: Parameters<typeof networkLocationSettings>[0], settings: ReturnType<typeof networkLocationSettings>, host: string): Promise<NetworkChain> {
+  // Loaded only here: --offline and the other commands do not pay for GeoIP.
+  const { LocationService } = await import('../location/service.js');
+  const service = new LocationService({
+    settings: { ...settings, geoip: settings.geoip === null ? null : { ...settings.geoip, watch: false } },
+    networks: config.networks,
+    hosts: [],
+  });
+  try {
+    await service.start();
+    const chain = await service.chain(host);
+    return {
+      host,
+      source: chain.answer?.source ?? null,
+      ttl: chain.answer === null || !Number.isFinite(chain.answer.ttl) ? null : chain.answer.ttl,
+      error: chain.error,
+      addresses: chain.addresses.map((a) => ({ ...a, used: a.address === chain.address })),
+      address: chain.address,
+      network: chain.network,
+    };
+  } finally {
+    service.close();
+  }
 }
 
 /**
@@ -113,7 +167,7 @@ function inspect(prepared: Prepared, body: Buffer | null, awsChunked: boolean): 
 
 type Report = ReturnType<typeof describe>;
 
-function describe(plan: Plan, method: string, host: string, policy: string, lookups: readonly string[]) {
+function describe(plan: Plan, method: string, host: string, policy: string, lookups: readonly string[], chain: NetworkChain | string | null) {
   if (plan.kind === 'reject') {
     return { kind: 'reject' as const, request: { method, host }, outcome: { status: plan.status, code: plan.code, detail: plan.detail }, lookups, policy };
   }
@@ -136,6 +190,12 @@ function describe(plan: Plan, method: string, host: string, policy: string, look
     operation: plan.operation,
     bucket: plan.bucket,
     principal: plan.principal,
+    // host → addresses → each address's signals; null with --offline or location.network off.
+    network:
+      typeof chain !== 'object' || chain === null
+        ? null
+        : { host: chain.host, source: chain.source, ttl: chain.ttl, error: chain.error, address: chain.address, addresses: chain.addresses },
+    ...(typeof chain === 'string' ? { network_note: chain } : {}),
     location: { jurisdictions: location.jurisdictions, region: location.region, signals: location.signals },
     decision: {
       action: decision.action,
@@ -150,6 +210,19 @@ function describe(plan: Plan, method: string, host: string, policy: string, look
   };
 }
 
+function networkLines(n: Extract<Report, { kind: 'decided' }>['network']): string[] {
+  if (n === null) return [];
+  if (n.addresses.length === 0) return [`  network    → ${n.host} → no address (${n.error ?? 'no answer'}): the location is unknown and nothing would be sent`];
+  const how = n.source === 'literal' ? 'an address' : `${n.source}${n.ttl === null ? '' : `, ttl ${n.ttl} s`}`;
+  return [
+    `  network    → ${n.host} → ${n.addresses.map((a) => a.address).join(', ')} (${how}); sends to ${n.address ?? 'nothing'}`,
+    ...n.addresses.flatMap((a) => [
+      `      ${a.address}${a.used ? ' (used)' : ''}:${a.signals.length === 0 ? ' no network signal' : ''}`,
+      ...a.signals.map((s) => `        ${s.source}: ${s.value} → ${s.jurisdiction ?? 'unplaced'}`),
+    ]),
+  ];
+}
+
 function asText(r: Report): string {
   if (r.kind === 'reject') {
     return [
@@ -162,6 +235,7 @@ function asText(r: Report): string {
     `${r.request.method} ${r.request.host}${r.request.path}`,
     `  route      → upstream ${r.route.upstream} (${r.route.provider}) ${r.route.url} path ${r.route.forward_path}`,
     `  operation  → ${r.operation}${r.bucket ? ` on bucket ${r.bucket}` : ''}${r.principal ? ` by ${r.principal}` : ''}`,
+    ...('network_note' in r ? [`  network    → ${r.network_note}`] : networkLines(r.network)),
     `  location   → ${r.location.jurisdictions.length ? r.location.jurisdictions.join(', ') : 'unknown'}${r.location.region ? ` (region ${r.location.region})` : ''}`,
     ...r.location.signals.map((s) => `      signal ${s.source}: ${s.value} → ${s.jurisdiction ?? 'unplaced'}`),
     `  decision   → ${r.decision.action.toUpperCase()} by rule ${r.decision.rule ?? '(none)'} in ${r.decision.mode} mode: ${r.decision.reason}`,

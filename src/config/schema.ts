@@ -46,6 +46,22 @@ const SiteNetwork = Type.Unsafe<string | { jurisdiction: string; region?: string
   description: 'an ISO 3166-1 alpha-2 code, or { jurisdiction, region }',
 });
 
+/**
+ * A cloud IP-range file: a path (format detected from its content), or
+ * { path, format }. One schema with two instance types, as for SiteNetwork.
+ */
+const RangeFile = Type.Unsafe<string | { path: string; format?: 'aws' | 'gcp' | 'azure' }>({
+  type: ['string', 'object'],
+  minLength: 1,
+  properties: {
+    path: { type: 'string', minLength: 1, description: 'a range file' },
+    format: { type: 'string', enum: ['aws', 'gcp', 'azure'], description: 'one of aws, gcp, azure' },
+  },
+  required: ['path'],
+  additionalProperties: false,
+  description: 'a file path, or { path, format: aws | gcp | azure }',
+});
+
 const ClassifyOverride = Type.Object(
   {
     method: Method,
@@ -190,8 +206,8 @@ export const ConfigSchema = Type.Object(
         flush_ms: Type.Integer({
           minimum: 0,
           maximum: 1000,
-          default: 2,
-          description: 'group-commit window: records are written and fsync\'d together this long after the first of a batch',
+          default: 0,
+          description: 'group-commit window: extra wait before a batch is written and fsync\'d; 0 writes as soon as the previous fsync is done (batches then form by themselves under load)',
         }),
         fsync: Type.Boolean({
           default: true,
@@ -292,11 +308,38 @@ export const ConfigSchema = Type.Object(
           max_ttl: Type.Number({ minimum: 0, default: 300 }),
           // How long the last good answer is served after it expired while resolution fails; then fail closed.
           grace_seconds: Type.Number({ minimum: 0, default: 60 }),
+          timeout: Type.Number({ exclusiveMinimum: 0, default: 2, description: 'seconds one query to a DNS server may take' }),
+          attempts: Type.Integer({ minimum: 1, maximum: 10, default: 2, description: 'tries per query before a resolution fails' }),
         },
         { additionalProperties: false },
       ),
     ),
     networks: Type.Optional(Type.Record(Type.String(), SiteNetwork, { description: 'site CIDR → ISO code or { jurisdiction, region }' })),
+    // Where upstream addresses are: DNS answers pinned (the proxy connects to
+    // the address it located), then site networks, cloud IP ranges and GeoIP.
+    location: Type.Object(
+      {
+        network: Type.Boolean({
+          default: true,
+          description: 'true or false; false: declared and request signals only, and upstream names are resolved by the HTTP client',
+        }),
+        pick: OneOf(['first', 'round-robin'] as const, { default: 'first', description: 'which address of a DNS answer is used: first, or round-robin' }),
+        geoip: Type.Object(
+          {
+            enabled: Type.Boolean({ default: true }),
+            path: Type.Optional(Type.String({ minLength: 1, description: 'an .mmdb file (relative to the config file); default: the bundled CC0 database' })),
+            schema: Type.Optional(OneOf(['maxmind', 'ip-location-db'] as const, { description: 'override detection from database_type' })),
+            watch: Type.Boolean({ default: true, description: 'reload the file when it changes' }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+        cloud_ranges: Type.Array(RangeFile, {
+          default: [],
+          description: 'provider IP-range files (AWS ip-ranges.json, Google cloud.json, Azure Service Tags), relative to the config file',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     upstreams: Type.Array(Upstream, { minItems: 1 }),
     rules: Type.Array(Rule, { default: [] }),
     exceptions: Type.Array(Exception, { default: [] }),

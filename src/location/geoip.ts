@@ -106,11 +106,14 @@ export class GeoIp {
     let bytes: Buffer;
     let st: Stats;
     try {
+      st = await stat(path);
+      const shared = sharedLoad(path, identityOf(st), options.schema);
+      if (shared !== undefined) return new GeoIp(path, options, shared);
       [bytes, st] = await Promise.all([readFile(path), stat(path)]);
     } catch (err) {
       throw new GeoIpError(path, readFailure(err));
     }
-    return new GeoIp(path, options, await loadDatabaseAsync(bytes, path, options.schema, 0, identityOf(st)));
+    return new GeoIp(path, options, shareLoad(await loadDatabaseAsync(bytes, path, options.schema, 0, identityOf(st)), options.schema));
   }
 
   static openSync(options: GeoIpOptions = {}): GeoIp {
@@ -118,12 +121,15 @@ export class GeoIp {
     let bytes: Buffer;
     let st: Stats;
     try {
+      st = statSync(path);
+      const shared = sharedLoad(path, identityOf(st), options.schema);
+      if (shared !== undefined) return new GeoIp(path, options, shared);
       bytes = readFileSync(path);
       st = statSync(path);
     } catch (err) {
       throw new GeoIpError(path, readFailure(err));
     }
-    return new GeoIp(path, options, loadDatabase(bytes, path, options.schema, 0, identityOf(st)));
+    return new GeoIp(path, options, shareLoad(loadDatabase(bytes, path, options.schema, 0, identityOf(st)), options.schema));
   }
 
   get info(): GeoIpInfo {
@@ -216,6 +222,28 @@ export class GeoIp {
       this.options.onReloadError?.(this.lastError);
     });
   }
+}
+
+/**
+ * Databases already validated in this process, by file identity: a second
+ * instance on the same unchanged file (a test suite starting many proxies,
+ * explain after serve) shares the reader instead of reading and walking
+ * ~8 MB again. Weak: the data goes when the last instance using it does.
+ */
+const SHARED = new Map<string, WeakRef<Loaded>>();
+
+function sharedKey(path: string, identity: string, schema: GeoIpSchema | undefined): string {
+  return `${path}\0${identity}\0${schema ?? ''}`;
+}
+
+function sharedLoad(path: string, identity: string, schema: GeoIpSchema | undefined): Loaded | undefined {
+  return SHARED.get(sharedKey(path, identity, schema))?.deref();
+}
+
+function shareLoad(loaded: Loaded, schema: GeoIpSchema | undefined): Loaded {
+  for (const [key, ref] of SHARED) if (ref.deref() === undefined) SHARED.delete(key);
+  SHARED.set(sharedKey(loaded.info.path, loaded.identity, schema), new WeakRef(loaded));
+  return loaded;
 }
 
 function identityOf(st: Stats): string {

@@ -35,6 +35,12 @@ export interface NetworkLocatorOptions {
   pick?: AddressPick;
   /** Located addresses kept; past it the cache starts over (DNS that rotates through many addresses). Default 4096. */
   cacheSize?: number;
+  /**
+   * Each source consulted for an address, with what it said: hit (placed
+   * it), miss (could not). Called when an address is located, not on cached
+   * answers, so it is off the per-request path.
+   */
+  onLookup?: (source: 'site' | 'cloud-range' | 'geoip', result: 'hit' | 'miss') => void;
 }
 
 /** No usable DNS answer: no address to connect to, no signal, so the policy sees an unknown location. */
@@ -57,6 +63,7 @@ export class NetworkLocator {
   private readonly byHost = new Map<string, HostMemo>();
   private geoGeneration: number;
   private tables = 0;
+  private readonly onLookup: NetworkLocatorOptions['onLookup'];
 
   constructor(options: NetworkLocatorOptions) {
     this.resolver = options.resolver;
@@ -66,6 +73,7 @@ export class NetworkLocator {
     this.roundRobin = options.pick === 'round-robin';
     this.cacheSize = options.cacheSize ?? 4096;
     this.geoGeneration = this.geoip?.generation ?? 0;
+    this.onLookup = options.onLookup;
   }
 
   /** Changes whenever located results may change: GeoIP reloads, new site or range tables. */
@@ -109,11 +117,15 @@ export class NetworkLocator {
     if (cached !== undefined) return cached;
     let signals: readonly Signal[];
     const site = this.sites?.lookup(address);
+    const count = this.onLookup;
+    if (this.sites !== null && this.sites.size > 0) count?.('site', site === undefined ? 'miss' : 'hit');
     if (site !== undefined) {
       signals = site.signals;
     } else {
       const range = this.ranges?.lookup(address);
       const geo = this.geoip?.signal(address);
+      if (this.ranges !== null && this.ranges.size > 0) count?.('cloud-range', range?.signals.some((s) => s.jurisdiction !== null) ? 'hit' : 'miss');
+      if (geo !== undefined) count?.('geoip', geo.jurisdiction === null ? 'miss' : 'hit');
       signals = Object.freeze([...(range?.signals ?? []), ...(geo ? [Object.freeze(geo)] : [])]);
     }
     const result: NetworkLocation = Object.freeze({ address, signals });
@@ -128,6 +140,22 @@ export class NetworkLocator {
     if (tables.ranges !== undefined) this.ranges = tables.ranges;
     this.tables++;
     this.invalidate();
+  }
+
+  /**
+   * Stop resolving hosts nobody asked for since the last sweep (those a
+   * `{host}` upstream was asked for; configured hosts are tracked for good).
+   */
+  sweep(): string[] {
+    const removed = this.resolver.sweep();
+    for (const host of removed) this.byHost.delete(host);
+    return removed;
+  }
+
+  /** Forget a host (an upstream a reload removed): no more refreshes. */
+  forget(host: string): void {
+    this.resolver.untrack(host);
+    this.byHost.delete(host);
   }
 
   private checkGeneration(): void {

@@ -51,7 +51,14 @@ export interface ResolverOptions {
   retryMaxMs?: number;
   /** Floor for the refresh interval, so min_ttl 0 cannot spin. Default 250 ms. */
   minRefreshMs?: number;
+  /**
+   * Replaces the system resolver (getaddrinfo) where it is used: no
+   * `servers`, and localhost names. For tests that send made-up names to loopback.
+   */
+  lookup?: (host: string) => Promise<readonly { address: string; family: number }[]>;
   onQuery?: (host: string, kind: DnsQueryKind) => void;
+  /** After each query that returned an answer (one call per resolution, not per family). */
+  onAnswer?: (host: string, answer: DnsAnswer) => void;
   onFailure?: (host: string, err: Error) => void;
   /** The address list of a host changed (first answer included). */
   onChange?: (host: string, previous: DnsAnswer | undefined, next: DnsAnswer) => void;
@@ -69,6 +76,10 @@ interface HostState {
   inflight: Promise<void> | null;
   timer: NodeJS.Timeout | null;
   failures: number;
+  /** Tracked on purpose (`track`): kept until `untrack`, never swept. */
+  permanent: boolean;
+  /** Asked for (`current`) since the last sweep. */
+  used: boolean;
 }
 
 export class PinningResolver {
@@ -98,6 +109,8 @@ export class PinningResolver {
    */
   current(host: string): DnsAnswer | undefined {
     const s = this.states.get(host) ?? this.start(host);
+    // A flag, not a timestamp: the hot path must not read the clock twice.
+    s.used = true;
     if (s.answer === undefined) return undefined;
     return s.usableUntil === Infinity || Date.now() <= s.usableUntil ? s.answer : undefined;
   }
@@ -107,9 +120,36 @@ export class PinningResolver {
     return !(this.states.get(host) ?? this.start(host)).attempted;
   }
 
-  /** Start resolving and refreshing a host (idempotent). */
+  /** Start resolving and refreshing a host (idempotent); it stays tracked until `untrack`, however idle. */
   track(host: string): void {
-    if (!this.states.has(host)) this.start(host);
+    (this.states.get(host) ?? this.start(host)).permanent = true;
+  }
+
+  /**
+   * Stop refreshing hosts that were started by `current` (not `track`) and
+   * not asked for since the previous sweep; returns them. Hosts a `{host}`
+   * upstream forwards to (one per bucket name) come and go: without this,
+   * every name ever requested would be refreshed forever.
+   */
+  sweep(): string[] {
+    const removed: string[] = [];
+    for (const s of this.states.values()) {
+      if (s.permanent) continue;
+      if (s.used || s.inflight !== null) {
+        s.used = false;
+        continue;
+      }
+      removed.push(s.host);
+    }
+    for (const host of removed) this.untrack(host);
+    return removed;
+  }
+
+  /** The host's state without starting to track it: for readiness and explain. */
+  peek(host: string): { readonly attempted: boolean; readonly answer: DnsAnswer | undefined; readonly usable: boolean; readonly failures: number } | undefined {
+    const s = this.states.get(host);
+    if (s === undefined) return undefined;
+    return { attempted: s.attempted, answer: s.answer, usable: s.answer !== undefined && (s.usableUntil === Infinity || Date.now() <= s.usableUntil), failures: s.failures };
   }
 
   /** Stop refreshing a host and forget its answer (an upstream removed by a reload). */
@@ -146,7 +186,19 @@ export class PinningResolver {
   private start(host: string): HostState {
     let settleFirst!: () => void;
     const first = new Promise<void>((resolve) => (settleFirst = resolve));
-    const s: HostState = { host, answer: undefined, usableUntil: 0, first, settleFirst, attempted: false, inflight: null, timer: null, failures: 0 };
+    const s: HostState = {
+      host,
+      answer: undefined,
+      usableUntil: 0,
+      first,
+      settleFirst,
+      attempted: false,
+      inflight: null,
+      timer: null,
+      failures: 0,
+      permanent: false,
+      used: true,
+    };
     this.states.set(host, s);
     const literal = literalAddress(host);
     if (literal !== null) {
@@ -183,6 +235,7 @@ export class PinningResolver {
           s.answer = answer;
           s.usableUntil = answer.expiresAt + this.graceMs;
           s.failures = 0;
+          this.options.onAnswer?.(s.host, answer);
           if (!previous || !sameAddresses(previous.addresses, addresses)) this.options.onChange?.(s.host, previous, answer);
           this.schedule(s, Math.max(ttl * 1000 * (this.options.refreshAt ?? 0.75), this.options.minRefreshMs ?? 250));
         },
@@ -216,7 +269,7 @@ export class PinningResolver {
     // RFC 6761: localhost is the machine itself; configured DNS servers need not know it.
     if (this.dns === null || host === 'localhost' || host.endsWith('.localhost')) {
       onQuery?.(host, 'lookup');
-      const found = await lookup(host, { all: true });
+      const found = this.options.lookup ? await this.options.lookup(host) : await lookup(host, { all: true });
       const v4 = found.filter((a) => a.family === 4).map((a) => a.address);
       const v6 = found.filter((a) => a.family === 6).map((a) => a.address);
       const addresses = unique([...v4, ...v6]);

@@ -19,6 +19,8 @@ export interface Metrics {
   readonly upstreamBytes: Counter<'upstream' | 'direction'>;
   readonly upstreamErrors: Counter<'upstream' | 'kind'>;
   readonly locationLookups: Counter<'source' | 'result'>;
+  /** Location source reloads (GeoIP file changes; range files and site networks with the policy), by source and result. */
+  readonly locationSourceReloads: Counter<'source' | 'result'>;
   readonly policyReloads: Counter<'result'>;
   readonly policyInfo: Gauge<'hash'>;
   readonly policyLoadedTimestamp: Gauge;
@@ -48,6 +50,8 @@ export interface EvidenceSources {
   decisionLogBacklog?: () => number | null;
   /** When the decision log was last flushed to durable storage, Unix seconds. */
   decisionLogLastFlushEpoch?: () => number | null;
+  /** The location databases in use (GeoIP, each cloud range file): `residency_location_source_info`. */
+  locationSources?: () => readonly { readonly source: string; readonly version: string; readonly built: string }[];
 }
 
 export interface MetricsOptions {
@@ -126,6 +130,22 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     getter(evidence.decisionLogLastFlushEpoch),
   );
   new Gauge({
+    name: 'residency_location_source_info',
+    help: 'Always 1 per location database in use: source (geoip, cloud-range), version (the GeoIP database_type; provider:syncToken or changeNumber of a range file) and built (its build or creation date, ISO 8601; empty when the file has none).',
+    labelNames: ['source', 'version', 'built'],
+    registers,
+    collect() {
+      this.reset();
+      let sources: ReturnType<NonNullable<EvidenceSources['locationSources']>> = [];
+      try {
+        sources = evidence.locationSources?.() ?? [];
+      } catch {
+        // As for the evidence gauges: a broken source yields no sample, not a failed scrape.
+      }
+      for (const s of sources) this.set({ source: s.source, version: s.version, built: s.built }, 1);
+    },
+  });
+  new Gauge({
     name: 'residency_build_info',
     help: 'Always 1; the version label is the residency-proxy release, node the Node.js version running it.',
     labelNames: ['version', 'node'],
@@ -173,7 +193,13 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }),
     locationLookups: new Counter({
       name: 'residency_location_lookups_total',
-      help: 'Location lookups by signal source and result (hit: the source placed the target, miss: it could not, error: the lookup failed).',
+      help: 'Location lookups by signal source and result (hit: the source placed the target, miss: it could not, error: the lookup failed). discovered: per request that needed a bucket region; dns: per resolution of an upstream name (background refreshes included); site, cloud-range, geoip: per address located (cached until the address or the source changes), not per request.',
+      labelNames: ['source', 'result'],
+      registers,
+    }),
+    locationSourceReloads: new Counter({
+      name: 'residency_location_source_reloads_total',
+      help: 'Location source reloads by source (geoip: the database file changed; cloud-range, site: with each policy reload) and result (success, failure). On failure the last good source stays in use.',
       labelNames: ['source', 'result'],
       registers,
     }),
@@ -237,6 +263,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   // increase() that alerts can see rather than a series born at 1.
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const state of ['locked', 'lifted']) metrics.lockdownChanges.inc({ state }, 0);
+  for (const source of ['geoip', 'cloud-range', 'site']) {
+    for (const result of ['success', 'failure']) metrics.locationSourceReloads.inc({ source, result }, 0);
+  }
   // No sample until the fleet module says Redis is configured (a label-less gauge starts at 0).
   metrics.fleetRedisUp.remove({});
   return metrics;

@@ -1,14 +1,22 @@
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import { Pool, type Dispatcher } from 'undici';
+import { Dispatcher, Pool, type buildConnector } from 'undici';
+import { PinnedPools } from './pinned-pools.js';
 import type { Upstream } from './route.js';
 
 /**
- * Forwarding over undici: one keep-alive pool per upstream, bodies streamed
- * both ways with backpressure, never buffered. The pool connects to the
- * upstream's own URL; only configured upstreams ever get a pool. A `{host}`
- * upstream gets one pool per requested host, and only for hosts its route's
- * host pattern admitted.
+ * Forwarding over undici: keep-alive pools, bodies streamed both ways with
+ * backpressure, never buffered. Only configured upstreams ever get a pool.
+ * A `{host}` upstream gets pools per requested host, and only for hosts its
+ * route's host pattern admitted.
+ *
+ * With network location on, every request is sent with the address its
+ * location was decided on, and goes to exactly that address (PinnedPools:
+ * the pool's origin is the address; TLS still checks the upstream's name).
+ * The HTTP client never resolves an upstream name itself, so a DNS answer
+ * that changes between the check and the connection cannot send data
+ * somewhere unchecked. Without network location, pools connect to the URL's
+ * host and undici resolves it.
  */
 export interface ForwardRequest {
   method: string;
@@ -21,16 +29,34 @@ export interface ForwardRequest {
   signal?: AbortSignal;
 }
 
-export type ForwardFailure = 'upstream_unreachable' | 'upstream_timeout' | 'upstream_reset' | 'client_aborted';
+export type ForwardFailure = 'upstream_unreachable' | 'upstream_timeout' | 'upstream_reset' | 'client_aborted' | 'upstream_unresolved';
 
 export interface ForwarderOptions {
   /**
    * Extra socket options for every pool (merged over the upstream's connect
-   * timeout), e.g. a `lookup` that resolves test names to loopback.
+   * timeout), e.g. a `lookup` that resolves test names to loopback (unpinned
+   * pools only: pinned ones connect to an address), or a TLS `ca`.
    */
-  connect?: Pool.Options['connect'];
-  /** Pools kept per `{host}` upstream (one per requested host); the least recently used is closed first. Default 256. */
+  connect?: buildConnector.BuildOptions;
+  /** Pools kept per `{host}` upstream (one per requested host and address); the least recently used is closed first. Default 256. */
   maxHostPools?: number;
+  /**
+   * Network location on: the address an upstream's own requests (bucket
+   * region discovery) go to, from the locator's cache; null when its host
+   * has no usable answer (the request then fails without connecting).
+   */
+  addressOf?: (upstream: Upstream) => string | null;
+  /** Close a pinned pool idle this long (its address no longer in the DNS answer, a bucket host gone quiet). Default 60 s. */
+  pinnedIdleMs?: number;
+}
+
+/** A request with no located address: never sent (there is nowhere checked to send it). */
+export class UnresolvedUpstreamError extends Error {
+  readonly code = 'RESIDENCY_UPSTREAM_UNRESOLVED';
+  constructor(upstream: string, host: string) {
+    super(`upstream ${upstream}: ${host} has no located address`);
+    this.name = 'UnresolvedUpstreamError';
+  }
 }
 
 export class Forwarder {
@@ -42,6 +68,10 @@ export class Forwarder {
   private readonly pools = new Map<Upstream, Pool>();
   /** `{host}` upstreams: a pool per (upstream, requested origin), in least-recently-used order. */
   private readonly hostPools = new Map<Upstream, Map<string, Pool>>();
+  /** Pinned pools, per upstream object (a reload's new upstreams get fresh ones, like `pools`). */
+  private readonly pinned = new Map<Upstream, PinnedPools>();
+  /** `{host}` upstreams: the URL of each requested origin, for its pinned pools (bounded like the pools). */
+  private readonly originUrls = new Map<string, URL>();
   private readonly maxHostPools: number;
 
   constructor(private readonly options: ForwarderOptions = {}) {
@@ -49,14 +79,34 @@ export class Forwarder {
   }
 
   private create(u: Upstream, origin: string): Pool {
-    const connect = this.options.connect;
-    return new Pool(origin, {
-      connect: typeof connect === 'function' ? connect : { timeout: u.timeouts.connect, ...connect },
-      headersTimeout: u.timeouts.headers,
-      bodyTimeout: u.timeouts.body,
-      keepAliveTimeout: 4_000,
-      pipelining: 1,
-    });
+    return new Pool(origin, { ...poolSettings(u), connect: { timeout: u.timeouts.connect, ...this.options.connect } });
+  }
+
+  private pinnedFor(u: Upstream): PinnedPools {
+    let pools = this.pinned.get(u);
+    if (pools === undefined) {
+      const connect = this.options.connect;
+      pools = new PinnedPools({
+        // The upstream's settings whatever the origin (a {host} upstream's hosts share them).
+        pool: () => ({ ...poolSettings(u), connect: { timeout: u.timeouts.connect, ...connect } }),
+        idleMs: this.options.pinnedIdleMs ?? 60_000,
+        ...(u.hostTemplate === null ? {} : { maxPools: this.maxHostPools }),
+      });
+      this.pinned.set(u, pools);
+    }
+    return pools;
+  }
+
+  /** The URL a pinned pool is for: the upstream's own, or (a `{host}` upstream) the requested origin's. */
+  private urlFor(u: Upstream, origin: string): URL {
+    if (u.hostTemplate === null) return u.url;
+    let url = this.originUrls.get(origin);
+    if (url === undefined) {
+      url = new URL(origin);
+      if (this.originUrls.size >= this.maxHostPools * 4) this.originUrls.clear();
+      this.originUrls.set(origin, url);
+    }
+    return url;
   }
 
   private poolFor(u: Upstream, origin: string): Pool {
@@ -98,7 +148,14 @@ export class Forwarder {
    */
   dispatcherFor(upstream: Upstream): Dispatcher {
     if (upstream.hostTemplate !== null) throw new Error(`upstream ${upstream.name} forwards to the requested host: it has no pool of its own`);
-    return this.poolFor(upstream, upstream.url.origin);
+    const addressOf = this.options.addressOf;
+    if (addressOf === undefined) return this.poolFor(upstream, upstream.url.origin);
+    // Network location on: to the upstream's located address, as forwarded requests go.
+    return new PinnedDispatcher(upstream, () => {
+      const address = addressOf(upstream);
+      if (address === null) throw new UnresolvedUpstreamError(upstream.name, upstream.hostname);
+      return this.pinnedFor(upstream).pool(upstream.url, address);
+    });
   }
 
   /** After a reload: close (gracefully) the pools of upstreams no longer in use. */
@@ -114,11 +171,21 @@ export class Forwarder {
       this.hostPools.delete(u);
       for (const pool of byOrigin.values()) pool.close().catch(() => pool.destroy());
     }
+    for (const [u, pools] of this.pinned) {
+      if (keep.has(u)) continue;
+      this.pinned.delete(u);
+      void pools.close();
+    }
   }
 
-  /** Send to `origin` (a RouteMatch's: the upstream's own, or the requested host's for a `{host}` upstream). */
-  send(upstream: Upstream, req: ForwardRequest, origin: string = upstream.url.origin): Promise<Dispatcher.ResponseData> {
-    return this.poolFor(upstream, origin).request<null>({
+  /**
+   * Send to `origin` (a RouteMatch's: the upstream's own, or the requested
+   * host's for a `{host}` upstream). With an `address` (network location
+   * on), the connection goes to exactly that address; without, undici
+   * resolves the origin's host.
+   */
+  send(upstream: Upstream, req: ForwardRequest, origin: string = upstream.url.origin, address: string | null = null): Promise<Dispatcher.ResponseData> {
+    const options: Dispatcher.RequestOptions<null> = {
       method: req.method as Dispatcher.HttpMethod,
       path: req.path,
       headers: req.headers,
@@ -127,13 +194,69 @@ export class Forwarder {
       signal: req.signal,
       // A refused or failed write must not be retried with a body we no longer have.
       idempotent: false,
-    });
+    };
+    if (address !== null) return this.pinnedFor(upstream).request(this.urlFor(upstream, origin), address, options);
+    return this.poolFor(upstream, origin).request<null>(options);
+  }
+
+  /** Pinned pools open, for a gauge or a debug view. */
+  get pinnedPools(): number {
+    let n = 0;
+    for (const pools of this.pinned.values()) n += pools.size;
+    return n;
   }
 
   async close(): Promise<void> {
     const all = [...this.pools.values(), ...[...this.hostPools.values()].flatMap((m) => [...m.values()])];
-    await Promise.all(all.map((p) => p.close().catch(() => p.destroy())));
+    await Promise.all([...all.map((p) => p.close().catch(() => p.destroy())), ...[...this.pinned.values()].map((p) => p.close())]);
+    this.pinned.clear();
   }
+}
+
+function poolSettings(u: Upstream) {
+  return { headersTimeout: u.timeouts.headers, bodyTimeout: u.timeouts.body, keepAliveTimeout: 4_000, pipelining: 1 };
+}
+
+/**
+ * An upstream's own requests (bucket region discovery) through its pinned
+ * pools: the address is looked up per request from the locator's cache, and
+ * the Host header is the upstream's (the pool's origin is an address).
+ */
+class PinnedDispatcher extends Dispatcher {
+  constructor(
+    private readonly upstream: Upstream,
+    private readonly pool: () => Pool,
+  ) {
+    super();
+  }
+
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    // Throws UnresolvedUpstreamError, which `request` turns into a rejection.
+    const pool = this.pool();
+    const headers = withHost(options.headers, this.upstream.hostHeader);
+    const servername = this.upstream.url.protocol === 'https:' && isName(this.upstream.url.hostname) ? this.upstream.url.hostname : undefined;
+    return pool.dispatch({ ...options, headers, ...(servername === undefined ? {} : { servername }) } as Dispatcher.DispatchOptions, handler);
+  }
+}
+
+function isName(hostname: string): boolean {
+  return !hostname.startsWith('[') && !/^\d+\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/** Request headers with a Host header, unless they already have one. */
+function withHost(headers: Dispatcher.DispatchOptions['headers'], host: string): Dispatcher.DispatchOptions['headers'] {
+  if (headers === undefined || headers === null) return { host };
+  if (Array.isArray(headers)) {
+    for (let i = 0; i < headers.length; i += 2) if (String(headers[i]).toLowerCase() === 'host') return headers;
+    return [...(headers as string[]), 'host', host];
+  }
+  if (typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
+    const pairs = [...(headers as Iterable<[string, string | string[] | undefined]>)];
+    return pairs.some(([name]) => name.toLowerCase() === 'host') ? pairs : [...pairs, ['host', host]];
+  }
+  const record = headers as Record<string, string | string[] | undefined>;
+  for (const name of Object.keys(record)) if (name.toLowerCase() === 'host') return headers;
+  return { ...record, host };
 }
 
 /** Map an undici/socket error to what the client is told. */
@@ -151,6 +274,8 @@ export function classifyFailure(err: unknown, clientAborted: boolean): ForwardFa
     case 'UND_ERR_SOCKET':
     case 'UND_ERR_CLOSED':
       return 'upstream_reset';
+    case 'RESIDENCY_UPSTREAM_UNRESOLVED':
+      return 'upstream_unresolved';
     default:
       return 'upstream_unreachable';
   }

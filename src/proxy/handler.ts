@@ -13,10 +13,11 @@ import {
   type CreateBucketLocation,
 } from '../location/request/create-bucket.js';
 import { regionFromRedirect } from '../location/request/discovery.js';
+import { UNRESOLVED, type NetworkLocation } from '../location/network-locator.js';
 import { createRequestStores, type RequestStores, type StoredLocation } from '../location/request/stores.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
-import { classifyFailure, countingBody, type ForwardFailure, type Forwarder } from './forward.js';
+import { classifyFailure, countingBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
 import { connectionTokens, isHopByHop } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { multipartKey, type Decided, type Found, type Planner, type Prepared } from './plan.js';
@@ -35,6 +36,20 @@ export interface HandlerDeps {
   limits: { refusalDrainBytes: number; refusalLingerMs: number };
   /** Discovered bucket regions and upload locations (fleet-shared with Redis); default: this replica only. */
   stores?: RequestStores;
+  /**
+   * Network location (DNS pinning, site networks, cloud ranges, GeoIP): where
+   * the route's host is, and the address to send to. Absent: declared and
+   * request signals only, and the HTTP client resolves upstream names.
+   */
+  location?: NetworkLocating | null;
+}
+
+/** What the handler needs of network location (LocationService, NetworkLocator). */
+export interface NetworkLocating {
+  /** From cache; 'pending' only before the host's first answer. */
+  locate(host: string): NetworkLocation | 'pending';
+  /** Settles once `locate(host)` has something to say. */
+  ready(host: string): Promise<void>;
 }
 
 /** What locating read from the request itself before deciding. */
@@ -62,12 +77,21 @@ const FAILURE_STATUS: Record<ForwardFailure, number> = {
   upstream_timeout: 504,
   upstream_reset: 502,
   client_aborted: 499,
+  upstream_unresolved: 502,
+};
+const FAILURE_DETAIL: Record<ForwardFailure, string> = {
+  upstream_unreachable: 'could not be reached',
+  upstream_timeout: 'did not answer in time',
+  upstream_reset: 'could not be reached',
+  client_aborted: 'could not be reached',
+  upstream_unresolved: 'has no located address (its name does not resolve), so nothing was sent',
 };
 const FAILURE_KIND: Record<ForwardFailure, string> = {
   upstream_unreachable: 'unreachable',
   upstream_timeout: 'timeout',
   upstream_reset: 'reset',
   client_aborted: 'client_aborted',
+  upstream_unresolved: 'unresolved',
 };
 
 /**
@@ -77,6 +101,7 @@ const FAILURE_KIND: Record<ForwardFailure, string> = {
  */
 export function createRequestHandler(deps: HandlerDeps) {
   const { forwarder, sink, metrics, logger, limits } = deps;
+  const location = deps.location ?? null;
   const maskClient = deps.maskClient ?? ((address: string) => address);
   const stores =
     deps.stores ??
@@ -97,15 +122,27 @@ export function createRequestHandler(deps: HandlerDeps) {
       sendError(req, res, null, { status: prepared.status, code: prepared.code, title, detail: prepared.detail });
       return;
     }
+    // Where the target host is: from the locator's cache (a synchronous read),
+    // except for a host's very first request, which waits for its first answer.
+    let network: NetworkLocation | null = null;
+    if (location !== null) {
+      const host = prepared.route.hostname;
+      let found = location.locate(host);
+      if (found === 'pending') {
+        await location.ready(host);
+        found = location.locate(host);
+      }
+      network = found === 'pending' ? UNRESOLVED : found;
+    }
     // Most requests need nothing more: decided without a single await.
     let plan: Decided;
     let inspected = NOT_INSPECTED;
     if (prepared.needs === null) {
-      plan = planner.finish(prepared);
+      plan = planner.finish(prepared, undefined, network);
     } else {
       const looked = await lookUp(req, res, prepared);
       if (looked === null) return;
-      plan = planner.finish(prepared, looked.found);
+      plan = planner.finish(prepared, looked.found, network);
       inspected = looked.inspected;
     }
 
@@ -133,7 +170,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       path: route.upstreamPath,
       bucket: plan.bucket,
       operation: plan.operation,
-      target: { host: route.targetHost, address: null },
+      target: { host: route.targetHost, address: plan.network === null ? null : plan.network.address },
       location: plan.location,
       rule: decision.rule,
       mode: decision.mode,
@@ -276,8 +313,12 @@ export function createRequestHandler(deps: HandlerDeps) {
   ): Promise<void> {
     const { decision, route, query } = plan;
     const hasBody = requestHasBody(req.headers);
+    // Network location on and no address (the host did not resolve): nothing is
+    // sent anywhere, since only a located address may be connected to.
+    const address = plan.network === null ? null : plan.network.address;
+    const unresolved = plan.network !== null && address === null;
     // The decision is taken: only now may the client start sending the body (RFC 9110 §10.1.1).
-    if (hasBody && !inspected.continued && isExpectContinue(req.headers)) res.writeContinue();
+    if (hasBody && !inspected.continued && !unresolved && isExpectContinue(req.headers)) res.writeContinue();
     const sent = { bytes: 0 };
     // A create-bucket body was read to decide: forward exactly those bytes, headers unchanged.
     let body: AsyncIterable<Buffer> | Buffer | null = null;
@@ -295,6 +336,7 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     let response;
     try {
+      if (unresolved) throw new UnresolvedUpstreamError(upstream.name, route.hostname);
       response = await forwarder.send(
         upstream,
         {
@@ -305,6 +347,7 @@ export function createRequestHandler(deps: HandlerDeps) {
           signal: abort.signal,
         },
         route.origin,
+        address,
       );
     } catch (err) {
       res.off('close', onClientGone);
@@ -319,7 +362,7 @@ export function createRequestHandler(deps: HandlerDeps) {
         status,
         code: failure,
         title: status === 504 ? 'Upstream timeout' : 'Bad gateway',
-        detail: `upstream ${upstream.name} ${failure === 'upstream_timeout' ? 'did not answer in time' : 'could not be reached'}`,
+        detail: `upstream ${upstream.name} ${FAILURE_DETAIL[failure]}`,
         decisionId: id,
       }, decisionHeaders(decision.action, id));
       return;

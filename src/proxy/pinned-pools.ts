@@ -17,6 +17,18 @@ export interface PinnedPoolsOptions {
   pool?: (upstream: URL) => Omit<Pool.Options, 'connect'> & { connect?: buildConnector.BuildOptions };
   /** Close a pool that has had no request for this long. Default 60 s. */
   idleMs?: number;
+  /**
+   * At most this many pools; past it the least recently used is closed
+   * (gracefully). For upstreams that forward to the requested host, which
+   * makes one origin per bucket name. Default: no limit.
+   */
+  maxPools?: number;
+}
+
+/** What a request needs from its upstream URL, computed once per URL object (URL getters allocate). */
+interface UrlFacts {
+  readonly origin: string;
+  readonly servername: string | undefined;
 }
 
 interface Entry {
@@ -29,11 +41,14 @@ interface Entry {
 export class PinnedPools {
   private readonly pools = new Map<string, Entry>();
   private readonly idleMs: number;
+  private readonly maxPools: number;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly facts = new WeakMap<URL, UrlFacts>();
   private closed = false;
 
   constructor(private readonly options: PinnedPoolsOptions = {}) {
     this.idleMs = options.idleMs ?? 60_000;
+    this.maxPools = options.maxPools ?? Infinity;
     this.sweeper = setInterval(() => void this.sweep(), Math.max(Math.floor(this.idleMs / 2), 50));
     this.sweeper.unref();
   }
@@ -48,20 +63,30 @@ export class PinnedPools {
   /** The pool for (upstream, address), created on first use. */
   pool(upstream: URL, address: string): Pool {
     if (this.closed) throw new Error('pinned pools are closed');
-    const key = `${upstream.origin} ${address}`;
+    const key = `${this.factsOf(upstream).origin} ${address}`;
     let entry = this.pools.get(key);
     if (entry === undefined) {
       entry = { pool: this.create(upstream, address), upstream, address, lastUsed: Date.now() };
       this.pools.set(key, entry);
+      while (this.pools.size > this.maxPools) {
+        const [coldest, old] = this.pools.entries().next().value as [string, Entry];
+        this.pools.delete(coldest);
+        old.pool.close().catch(() => old.pool.destroy());
+      }
     } else {
       entry.lastUsed = Date.now();
+      if (this.maxPools !== Infinity) {
+        // Refresh recency: Map order is the eviction order.
+        this.pools.delete(key);
+        this.pools.set(key, entry);
+      }
     }
     return entry.pool;
   }
 
   /** Send a request to the upstream at exactly `address`, with the upstream's TLS name whatever the Host header says. */
   request(upstream: URL, address: string, options: Dispatcher.RequestOptions<null>): Promise<Dispatcher.ResponseData<null>> {
-    const servername = tlsName(upstream);
+    const servername = this.factsOf(upstream).servername;
     // undici derives SNI per request from the Host header unless told; a
     // preserved client Host must not change the name the certificate is checked against.
     const withName = servername === undefined ? options : ({ ...options, servername } as Dispatcher.RequestOptions<null>);
@@ -96,6 +121,15 @@ export class PinnedPools {
     const all = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(all.map((e) => e.pool.close().catch(() => e.pool.destroy())));
+  }
+
+  private factsOf(upstream: URL): UrlFacts {
+    let facts = this.facts.get(upstream);
+    if (facts === undefined) {
+      facts = { origin: upstream.origin, servername: tlsName(upstream) };
+      this.facts.set(upstream, facts);
+    }
+    return facts;
   }
 
   private create(upstream: URL, address: string): Pool {

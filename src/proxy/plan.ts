@@ -14,6 +14,7 @@ import { detectCreateBucket, type CreateBucketTarget } from '../location/request
 import { parseS3Host, s3HostSignals, type S3HostInfo } from '../location/request/s3-host.js';
 import { parseSigV4, sigv4Signals } from '../location/request/sigv4.js';
 import type { StoredLocation } from '../location/request/stores.js';
+import type { NetworkLocation } from '../location/network-locator.js';
 import { toLocation, type Location, type Signal } from '../location/signals.js';
 import { decide, type Decision, type Policy } from '../policy/engine.js';
 import { compileClassifier, hasParam, paramValue, type Classifier } from './classify.js';
@@ -25,6 +26,9 @@ import { hostnameOf, Router, type RouteMatch, type Upstream } from './route.js';
  * no I/O and says what else the request needs (a create-bucket body, a
  * bucket region discovery, the stored location of an upload it continues);
  * the proxy does that work and hands the results to `finish`, which decides.
+ * Where the route's host is on the network (the address the request will be
+ * sent to and its site/cloud-range/GeoIP signals) is also handed to
+ * `finish`: every request has it, from the locator's cache.
  * `explain` and policy tests run the very same code without any I/O.
  */
 export interface RequestInput {
@@ -118,6 +122,12 @@ export interface Decided {
   readonly bucket: string | null;
   readonly principal: string | null;
   readonly location: Location;
+  /**
+   * Where the target is on the network: the address the request goes to and
+   * that address's signals. Null when network location is off (or, for
+   * policy tests and `explain --offline`, not looked at).
+   */
+  readonly network: NetworkLocation | null;
   readonly decision: Decision;
   /** The shadow policy's decision, when one is configured and it decided differently. */
   readonly shadow: Decision | null;
@@ -131,6 +141,8 @@ export type Plan = Reject | Decided;
 
 const NO_HEADERS: RequestHeaders = {};
 const NOTHING_FOUND: Found = {};
+/** No address to send to: nothing can be said about where the data would go. */
+const UNKNOWN_LOCATION = toLocation([]);
 const AWS_HOST = /\.amazonaws\.com(?:\.cn)?\.?$/;
 const GCS_XML_HOST = /\.storage\.googleapis\.com\.?$/;
 const AZURE_HOST = /\.(?:core\.windows\.net|core\.usgovcloudapi\.net|core\.chinacloudapi\.cn|storage\.azure\.net)\.?$/;
@@ -302,19 +314,28 @@ export class Planner {
     return { kind: 'prepared', route, path, query, method, operation, bucket, principal, location, needs, follow };
   }
 
-  /** Decide, on what prepare knew plus what the proxy found. Pure. */
-  finish(prepared: Prepared, found: Found = NOTHING_FOUND): Decided {
+  /**
+   * Decide, on what prepare knew plus what the proxy found, and (network
+   * location on) where the route's host is: its signals join the others,
+   * and a host with no address has an unknown location. Pure.
+   */
+  finish(prepared: Prepared, found: Found = NOTHING_FOUND, network: NetworkLocation | null = null): Decided {
     let location = prepared.location;
     let upload: Decided['upload'] = null;
     const uploadNeed = prepared.needs?.upload;
     if (uploadNeed !== undefined && found.upload !== undefined) {
       // Continuing an upload: its own location is the one it started with, or
       // unknown when none was stored (started elsewhere, or refused): never waved through.
-      location = toLocation(found.upload?.signals ?? []);
+      const stored = found.upload?.signals ?? [];
+      // The network signals stored were for the address the upload started on;
+      // this part goes to the address located now (added below).
+      location = toLocation(network === null ? stored : stored.filter((s) => !s.source.startsWith('network:')));
       upload = { kind: uploadNeed.kind, known: found.upload !== null };
     } else if (found.signals !== undefined && found.signals.length > 0) {
       location = toLocation([...location.signals, ...found.signals]);
     }
+    // An unknown upload stays unknown: the network alone must not make it decidable.
+    if (network !== null && (upload === null || upload.known)) location = withNetwork(location, network);
     const { route, operation, bucket, principal } = prepared;
     const facts = { upstream: route.upstream.name, operation, method: prepared.method, path: route.upstreamPath, bucket, principal };
     const now = this.policy.exceptions.length > 0 || this.shadowPolicy !== null ? this.now() : 0;
@@ -335,6 +356,7 @@ export class Planner {
       bucket,
       principal,
       location,
+      network,
       decision,
       shadow,
       upload,
@@ -342,6 +364,36 @@ export class Planner {
       follow: prepared.follow,
     };
   }
+}
+
+/**
+ * Locations combined with network locations, per pair. Both sides are
+ * long-lived frozen objects on the hot path (an upstream's declared
+ * location, the locator's per-address result), so a request to a located
+ * upstream allocates nothing here; per-request locations (request signals)
+ * are collected with their entries.
+ */
+const COMBINED = new WeakMap<Location, WeakMap<NetworkLocation, Location>>();
+
+/**
+ * The location plus the network's signals. A GeoIP answer that places
+ * nothing (a private or loopback address, a gap in the database) says
+ * nothing and is left out of the record; the address is recorded as the
+ * target either way. No address at all: the location is unknown.
+ */
+export function withNetwork(location: Location, network: NetworkLocation): Location {
+  if (network.address === null) return UNKNOWN_LOCATION;
+  let byNetwork = COMBINED.get(location);
+  const cached = byNetwork?.get(network);
+  if (cached !== undefined) return cached;
+  const added = network.signals.filter((s) => s.jurisdiction !== null || s.source !== 'network:geoip');
+  const result = added.length === 0 ? location : toLocation([...location.signals, ...added]);
+  if (byNetwork === undefined) {
+    byNetwork = new WeakMap();
+    COMBINED.set(location, byNetwork);
+  }
+  byNetwork.set(network, result);
+  return result;
 }
 
 /** The object key part of an S3 path ('' for a bucket-level request), as sent (not decoded). */

@@ -14,6 +14,8 @@ export interface Upstream {
   readonly basePath: string;
   /** Host header value to send when the client's Host is not preserved. */
   readonly hostHeader: string;
+  /** The URL's host name (an IPv6 literal in brackets): what network location resolves; '' for a `{host}` upstream. */
+  readonly hostname: string;
   readonly preserveHost: boolean;
   readonly routeHost: string | null;
   readonly prefix: string | null;
@@ -48,6 +50,8 @@ export interface RouteMatch {
   readonly origin: string;
   /** host[:port] of `origin`: the record's target and the Host sent when the client's is not preserved. */
   readonly targetHost: string;
+  /** The host name of `origin` (no port): network location resolves it, and the request goes to the address it located. */
+  readonly hostname: string;
 }
 
 /** The placeholder a `url` uses to forward to the requested host. */
@@ -78,6 +82,7 @@ export function compileUpstreams(config: Config): Upstream[] {
       url,
       basePath: url.pathname.replace(/\/+$/, ''),
       hostHeader: url.host,
+      hostname: templated ? '' : url.hostname,
       // SigV4 (S3, GCS HMAC) signs the Host header: rewriting it breaks every signed request.
       preserveHost: u.preserve_host ?? (provider === 's3' || provider === 'gcs'),
       routeHost,
@@ -164,12 +169,12 @@ export class Router {
       }
       const forwardPath = upstream.basePath + upstreamPath;
       if (upstream.hostTemplate === null) {
-        return { upstream, forwardPath, upstreamPath, origin: upstream.url.origin, targetHost: upstream.hostHeader };
+        return { upstream, forwardPath, upstreamPath, origin: upstream.url.origin, targetHost: upstream.hostHeader, hostname: upstream.hostname };
       }
       const target = targetFor(upstream.hostTemplate, hostname);
       // A name we would not connect to (IPv6 literal, odd characters): this route does not take it.
       if (target === null) continue;
-      return { upstream, forwardPath, upstreamPath, ...target };
+      return { upstream, forwardPath, upstreamPath, ...target, hostname };
     }
     return null;
   }

@@ -35,6 +35,8 @@ export interface FunctionTime {
 }
 
 export interface ProfileSummary {
+  /** The part of the profile summarised, ms after it started (null: all of it). */
+  window: { fromMs: number; toMs: number } | null;
   /** Sampled time, ms (idle included). */
   totalMs: number;
   /** Sampled time the process was not idle, ms. */
@@ -104,7 +106,12 @@ function shortWhere(frame: CallFrame): string {
   return `${path}:${lineNumber + 1}`;
 }
 
-export function summariseProfile(profile: CpuProfile, top = 25): ProfileSummary {
+/**
+ * `window`: only samples this many ms after the profile started (process
+ * start-up, module loading and warm-up left out: the steady state is what a
+ * long-running proxy pays).
+ */
+export function summariseProfile(profile: CpuProfile, top = 25, window: { fromMs: number; toMs: number } | null = null): ProfileSummary {
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
   for (const n of profile.nodes) byId.set(n.id, n);
@@ -133,9 +140,13 @@ export function summariseProfile(profile: CpuProfile, top = 25): ProfileSummary 
   let total = 0;
   let idle = 0;
 
+  let clock = profile.startTime;
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i]!;
     const dt = Math.max(0, profile.timeDeltas[i] ?? 0);
+    clock += profile.timeDeltas[i] ?? 0;
+    const at = (clock - profile.startTime) / 1000;
+    if (window !== null && (at < window.fromMs || at > window.toMs)) continue;
     const node = byId.get(id);
     if (!node) continue;
     total += dt;
@@ -180,6 +191,7 @@ export function summariseProfile(profile: CpuProfile, top = 25): ProfileSummary 
   };
 
   return {
+    window,
     totalMs: total / 1000,
     busyMs: busy / 1000,
     categories: [...areas.entries()].map(([category, us]) => ({ category, ms: us / 1000, pct: pct(us) })).sort((a, b) => b.ms - a.ms),

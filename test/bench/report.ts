@@ -350,6 +350,12 @@ function tables(result: BenchResult): Rendered {
   };
 }
 
+function profileWindow(p: ProfileSummary): string {
+  const busy = p.totalMs > 0 ? (100 * p.busyMs) / p.totalMs : 0;
+  const span = p.window ? `${((p.window.toMs - p.window.fromMs) / 1000).toFixed(1)} s of steady load after warm-up` : 'whole process lifetime';
+  return `${span}, main thread busy ${busy.toFixed(0)}%`;
+}
+
 function header(result: BenchResult): string[] {
   const m = result.machine;
   const o = result.options;
@@ -369,7 +375,7 @@ export function renderText(result: BenchResult): string {
   if (t.log[1].length > 0) out.push('', textTable(...t.log));
   if (t.goals[1].length > 0) out.push('', 'Issue #8 targets:', textTable(...t.goals));
   if (result.profile) {
-    out.push('', `CPU profile (${result.profile.setting}, ${result.profile.scenario}): ${result.profile.file}`, textTable(...t.profileCategories), '', textTable(...t.profileTop), '', textTable(...t.profileOurs));
+    out.push('', `CPU profile (${result.profile.setting}, ${result.profile.scenario}, ${profileWindow(result.profile.summary)}): ${result.profile.file}`, textTable(...t.profileCategories), '', textTable(...t.profileTop), '', textTable(...t.profileOurs));
   }
   if (result.notes.length > 0) out.push('', 'Notes:', ...result.notes.map((n) => `- ${n}`));
   return out.join('\n');
@@ -384,7 +390,7 @@ export function renderMarkdown(result: BenchResult): string {
   if (t.log[1].length > 0) out.push('', markdownTable(...t.log));
   if (t.goals[1].length > 0) out.push('', 'Issue #8 targets:', '', markdownTable(...t.goals));
   if (result.profile) {
-    out.push('', `CPU profile of ${result.profile.setting} under ${result.profile.scenario} (\`${result.profile.file}\`):`, '', markdownTable(...t.profileCategories), '', markdownTable(...t.profileTop), '', markdownTable(...t.profileOurs));
+    out.push('', `CPU profile of ${result.profile.setting} under ${result.profile.scenario}, ${profileWindow(result.profile.summary)} (\`${result.profile.file}\`):`, '', markdownTable(...t.profileCategories), '', markdownTable(...t.profileTop), '', markdownTable(...t.profileOurs));
   }
   if (result.notes.length > 0) out.push('', 'Notes:', '', ...result.notes.map((n) => `- ${n}`));
   return `${out.join('\n')}\n`;

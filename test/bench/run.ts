@@ -20,6 +20,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --scenarios a,b       of: ${SCENARIOS.map((s) => s.name).join(', ')}
   --tool T              auto (wrk if installed), wrk or autocannon
   --connections N       connections for the saturating scenarios
+  --max-other-cpu C     other work (CPU cores) that makes a run wait and repeat (default ${DEFAULT_OPTIONS.maxForeignCores}; Infinity: never)
+  --retries N           repeats of a disturbed run (default ${DEFAULT_OPTIONS.retries})
+  --quiet-budget S      total seconds spent waiting/repeating for quiet (default ${DEFAULT_OPTIONS.quietBudgetSec})
   --no-pin              do not pin with taskset
   --no-micro            skip the micro-benchmarks
   --no-profile          skip the CPU profile
@@ -39,6 +42,9 @@ const { values } = parseArgs({
     scenarios: { type: 'string' },
     tool: { type: 'string' },
     connections: { type: 'string' },
+    'max-other-cpu': { type: 'string' },
+    retries: { type: 'string' },
+    'quiet-budget': { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
     'no-micro': { type: 'boolean', default: false },
     'no-profile': { type: 'boolean', default: false },
@@ -90,6 +96,9 @@ set('connections', number('connections', values.connections) ?? null);
 set('targets', list(values.targets));
 set('scenarios', list(values.scenarios));
 set('profileSetting', values['profile-setting']);
+set('maxForeignCores', values['max-other-cpu'] === 'Infinity' ? Infinity : number('max-other-cpu', values['max-other-cpu']));
+set('retries', values.retries === '0' ? 0 : number('retries', values.retries));
+set('quietBudgetSec', values['quiet-budget'] === '0' ? 0 : number('quiet-budget', values['quiet-budget']));
 if (values['no-profile']) options.profile = false;
 // --quick turns the 1 GiB uploads off; --big asked for them explicitly.
 if (values.big) options.big = true;

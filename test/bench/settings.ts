@@ -28,6 +28,8 @@ export interface Feature {
   apply(doc: ConfigDoc, ctx: ConfigContext): void;
   /** Extra files next to the config (a shadow policy), relative names. */
   files?(doc: ConfigDoc, ctx: ConfigContext): Record<string, ConfigDoc>;
+  /** Environment the proxy needs for it (secrets are named by variable in the config, never written there). */
+  env?: Record<string, string>;
 }
 
 /** Where the benchmark's requests go: one upstream declared in the US (allowed), one in eu-west-1 (refused under enforce). */
@@ -115,13 +117,47 @@ export const FEATURES = {
       ];
     },
   },
+  declaredOnly: {
+    name: 'declared-only',
+    summary: 'network location off (declared locations only)',
+    needs: ['location.network'],
+    apply(doc) {
+      section(doc, 'location').network = false;
+    },
+  },
   networks: {
     name: 'networks',
-    summary: 'network location: site network 127.0.0.0/8 → US (IP-literal upstream: no DNS query, warm cache)',
+    summary: 'site network 127.0.0.0/8 → US',
     needs: ['networks'],
     apply(doc) {
       doc.networks = { '127.0.0.0/8': 'US' };
     },
+  },
+  networkLocation: {
+    name: 'network-location',
+    summary: 'network location on: pinned address, site networks, GeoIP (bundled database); every request after the first is a warm cache hit',
+    needs: ['location.network', 'location.geoip'],
+    apply(doc) {
+      // watch off: a file watcher is not per-request work, and the bundled database never changes.
+      Object.assign(section(doc, 'location'), { network: true, geoip: { enabled: true, watch: false } });
+    },
+  },
+  requestSignals: {
+    name: 'request-signals',
+    summary: 'request signals on (Host name, SigV4 credential scope and principal)',
+    needs: ['upstreams.request_signals'],
+    apply(doc) {
+      for (const u of doc.upstreams as Record<string, unknown>[]) u.request_signals = true;
+    },
+  },
+  clientHash: {
+    name: 'client-hash',
+    summary: 'client addresses recorded as HMAC-SHA-256',
+    needs: ['decision_log.client_address', 'decision_log.client_salt_env'],
+    apply(doc) {
+      Object.assign(section(doc, 'decision_log'), { client_address: 'hash', client_salt_env: 'RESIDENCY_BENCH_CLIENT_SALT' });
+    },
+    env: { RESIDENCY_BENCH_CLIENT_SALT: 'benchmark-salt-not-a-secret-0123456789abcdef' },
   },
   dns: {
     name: 'dns',
@@ -158,26 +194,33 @@ const F = FEATURES;
 
 /** The residency-proxy settings, lightest first. */
 export const SETTINGS: readonly ProxySetting[] = [
-  { name: 'monitor', summary: 'monitor mode, declared locations, decision log on stdout', features: [F.base, F.monitor, F.stdoutLog], enforce: false },
+  {
+    name: 'monitor',
+    summary: 'monitor mode, declared locations, decision log on stdout',
+    features: [F.base, F.monitor, F.declaredOnly, F.stdoutLog],
+    enforce: false,
+  },
   {
     name: 'enforce-declared',
     summary: 'enforce mode, declared locations, decision log on stdout',
-    features: [F.base, F.enforce, F.stdoutLog],
+    features: [F.base, F.enforce, F.declaredOnly, F.stdoutLog],
     enforce: true,
   },
   {
     name: 'enforce-full',
-    summary: 'everything on: enforce, rules + exception, shadow policy, network location, durable fsync\'d decision log with group commit',
-    features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.durableLog],
+    summary:
+      'everything on: enforce, rules + exception, shadow policy, network location (warm cache), request signals, durable fsync\'d decision log with group commit, hashed client addresses',
+    features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.durableLog, F.clientHash],
     enforce: true,
   },
 ];
 
-/** Does the config schema have this dotted key path? */
+/** Does the config schema have this dotted key path? (`upstreams.request_signals`: a key of each array item.) */
 export function schemaHas(path: string): boolean {
   let node: unknown = ConfigSchema;
   for (const key of path.split('.')) {
-    const props = (node as { properties?: Record<string, unknown> }).properties;
+    const n = node as { properties?: Record<string, unknown>; items?: { properties?: Record<string, unknown> } };
+    const props = n.properties ?? n.items?.properties;
     if (props === undefined || !(key in props)) return false;
     node = props[key];
   }
@@ -193,6 +236,7 @@ export interface BuiltConfig {
   skipped: string[];
   /** The decision log goes to stdout (the harness points the child's stdout at /dev/null). */
   stdoutLog: boolean;
+  env: Record<string, string>;
 }
 
 export function buildConfig(setting: ProxySetting, ctx: ConfigContext): BuiltConfig {
@@ -212,6 +256,8 @@ export function buildConfig(setting: ProxySetting, ctx: ConfigContext): BuiltCon
   for (const feature of setting.features) {
     if (applied.includes(feature.name) && feature.files) Object.assign(files, feature.files(doc, ctx));
   }
+  const env: Record<string, string> = {};
+  for (const feature of setting.features) if (applied.includes(feature.name)) Object.assign(env, feature.env ?? {});
   const log = doc.decision_log as { path?: string } | undefined;
-  return { doc, files, applied, skipped, stdoutLog: log?.path === '-' };
+  return { doc, files, applied, skipped, stdoutLog: log?.path === '-', env };
 }

@@ -232,7 +232,7 @@ export async function startResidency(setting: ProxySetting, upstream: Upstream, 
   const file = join(dir, 'residency.yaml');
   const text = stringify(built.doc);
   // Fail here, with the problems listed, rather than as a child that exits.
-  parseConfigText(text, file);
+  parseConfigText(text, file, built.env);
   writeFileSync(file, text);
   for (const [rel, doc] of Object.entries(built.files)) writeFileSync(join(dir, rel), stringify(doc));
 
@@ -244,7 +244,7 @@ export async function startResidency(setting: ProxySetting, upstream: Upstream, 
     args: [...(start.nodeArgs ?? []), CLI, 'serve', '--config', file],
     cpu: place.serverCpu,
     taskset: place.taskset,
-    env: cleanEnv(),
+    env: { ...cleanEnv(), ...built.env },
     cwd: REPO_ROOT,
     stdout: devNull ?? 'pipe',
   });

@@ -681,8 +681,8 @@ describe('{host} upstreams: one upstream for every S3 region', () => {
         ['mybucket.s3.us-east-2.amazonaws.com', '/k'],
         ['s3.dualstack.us-west-2.amazonaws.com', '/pathbucket/k'],
       ]);
-      // Only the admitted S3 names were ever resolved.
-      expect([...new Set(looked)].sort()).toEqual(['mybucket.s3.us-east-2.amazonaws.com', 's3.dualstack.us-west-2.amazonaws.com']);
+      // Only the admitted S3 names were ever resolved (network location resolves each to locate it, refused ones included).
+      expect([...new Set(looked)].sort()).toEqual(['mybucket.s3.eu-west-1.amazonaws.com', 'mybucket.s3.us-east-2.amazonaws.com', 's3.dualstack.us-west-2.amazonaws.com']);
       const records = readRecords(doc.decision_log.path);
       expect(records.map((r) => [r.bucket, r.decision, r.target.host, sources(r)])).toEqual([
         ['mybucket', 'allow', `mybucket.s3.us-east-2.amazonaws.com:${upstream.port}`, ['hostname:us-east-2']],

@@ -10,6 +10,8 @@ const CONTRACT: Record<string, { type: string; labels: string[] }> = {
   residency_upstream_bytes_total: { type: 'counter', labels: ['upstream', 'direction'] },
   residency_upstream_errors_total: { type: 'counter', labels: ['upstream', 'kind'] },
   residency_location_lookups_total: { type: 'counter', labels: ['source', 'result'] },
+  residency_location_source_reloads_total: { type: 'counter', labels: ['source', 'result'] },
+  residency_location_source_info: { type: 'gauge', labels: ['source', 'version', 'built'] },
   residency_policy_reloads_total: { type: 'counter', labels: ['result'] },
   residency_policy_info: { type: 'gauge', labels: ['hash'] },
   residency_policy_loaded_timestamp_seconds: { type: 'gauge', labels: [] },
