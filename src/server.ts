@@ -14,7 +14,7 @@ import type { Config } from './config/load.js';
 import { joinFleet, type FleetEvent } from './fleet/member.js';
 import { connectFleetRedis, type FleetRedis } from './fleet/redis.js';
 import { networkLocationSettings } from './location/network-config.js';
-import { createRequestStores } from './location/request/stores.js';
+import { createRequestStores } from './fleet/request-stores.js';
 import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp } from './proxy/app.js';

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hashKey } from '../location/request/uploads.js';
 import type { FleetRedis } from './redis.js';
 
 /**
@@ -149,13 +149,4 @@ export class SharedCache<V> {
   }
 }
 
-/**
- * A fixed-length key from parts that come from requests (upload ids,
- * object keys): bounded in size, no separators to confuse, and no bearer
- * tokens in Redis key names.
- */
-export function hashKey(...parts: readonly string[]): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(String(p.length)).update(':').update(p);
-  return h.digest('hex');
-}
+export { hashKey };

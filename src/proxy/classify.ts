@@ -1,5 +1,8 @@
 import type { ClassifyOverrideConfig, Operation, Provider } from '../config/schema.js';
+import { hasParam, paramValue } from '../location/request/query.js';
 import { compileGlob } from '../policy/glob.js';
+
+export { hasParam, paramValue };
 
 /**
  * Read or write: by method, refined per provider where a POST or PUT does not
@@ -52,28 +55,6 @@ export function classifyByProvider(provider: Provider, method: string, path: str
   }
 }
 
-/** True when the query string carries `name` (with or without a value). */
-export function hasParam(query: string | null, name: string): boolean {
-  return paramValue(query, name) !== undefined;
-}
-
 function paramIs(query: string | null, name: string, value: string): boolean {
   return paramValue(query, name)?.toLowerCase() === value;
-}
-
-/** The raw value of the first `name` parameter; '' when present without a value; undefined when absent. */
-export function paramValue(query: string | null, name: string): string | undefined {
-  if (query === null || query === '') return undefined;
-  let start = 0;
-  while (start <= query.length) {
-    let end = query.indexOf('&', start);
-    if (end === -1) end = query.length;
-    const eq = query.indexOf('=', start);
-    const keyEnd = eq !== -1 && eq < end ? eq : end;
-    if (keyEnd - start === name.length && query.startsWith(name, start)) {
-      return keyEnd === end ? '' : query.slice(keyEnd + 1, end);
-    }
-    start = end + 1;
-  }
-  return undefined;
 }

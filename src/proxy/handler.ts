@@ -12,9 +12,10 @@ import {
   readCreateBucketLocation,
   type CreateBucketLocation,
 } from '../location/request/create-bucket.js';
-import { regionFromRedirect } from '../location/request/discovery.js';
+import { regionFromRedirect } from '../location/request/s3-region.js';
 import { UNRESOLVED, type NetworkLocation } from '../location/network-locator.js';
-import { createRequestStores, type RequestStores, type StoredLocation } from '../location/request/stores.js';
+import type { RequestStores } from '../fleet/request-stores.js';
+import type { StoredLocation } from '../location/request/uploads.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
 import { classifyFailure, countingBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
@@ -34,8 +35,8 @@ export interface HandlerDeps {
   metrics: Metrics;
   logger: Logger;
   limits: { refusalDrainBytes: number; refusalLingerMs: number };
-  /** Discovered bucket regions and upload locations (fleet-shared with Redis); default: this replica only. */
-  stores?: RequestStores;
+  /** Discovered bucket regions and upload locations (shared through the fleet Redis when configured). */
+  stores: RequestStores;
   /**
    * Network location (DNS pinning, site networks, cloud ranges, GeoIP): where
    * the route's host is, and the address to send to. Absent: declared and
@@ -103,13 +104,7 @@ export function createRequestHandler(deps: HandlerDeps) {
   const { forwarder, sink, metrics, logger, limits } = deps;
   const location = deps.location ?? null;
   const maskClient = deps.maskClient ?? ((address: string) => address);
-  const stores =
-    deps.stores ??
-    createRequestStores({
-      redis: null,
-      dispatcherFor: (u) => forwarder.dispatcherFor(u),
-      onDiscoveryError: (u, err) => onDiscoveryError(u, err),
-    });
+  const stores = deps.stores;
 
   return async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
@@ -463,11 +458,6 @@ export function createRequestHandler(deps: HandlerDeps) {
     }
     const uploadId = m[1]!.trim().replace(XML_ENTITY, (_, name: string) => XML_ENTITIES[name]!);
     await stores.uploads.set(multipartKey(upstream.name, start.bucket, start.key, uploadId), storedLocation(plan, start.bucket));
-  }
-
-  function onDiscoveryError(upstream: Upstream, err: unknown): void {
-    metrics.locationLookups.inc({ source: 'discovered', result: 'error' });
-    logger.warn({ upstream: upstream.name, err: errorSummary(err) }, 'bucket region discovery failed');
   }
 
   /**

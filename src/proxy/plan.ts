@@ -1,5 +1,4 @@
 import type { Operation } from '../config/schema.js';
-import { hashKey } from '../fleet/shared-cache.js';
 import { bucketOf } from '../location/bucket.js';
 import {
   azureAccountFromPath,
@@ -13,7 +12,7 @@ import {
 import { detectCreateBucket, type CreateBucketTarget } from '../location/request/create-bucket.js';
 import { parseS3Host, s3HostSignals, type S3HostInfo } from '../location/request/s3-host.js';
 import { parseSigV4, sigv4Signals } from '../location/request/sigv4.js';
-import type { StoredLocation } from '../location/request/stores.js';
+import { hashKey, type StoredLocation } from '../location/request/uploads.js';
 import type { NetworkLocation } from '../location/network-locator.js';
 import { toLocation, type Location, type Signal } from '../location/signals.js';
 import { decide, type Decision, type Policy } from '../policy/engine.js';

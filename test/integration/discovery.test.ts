@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectFleetRedis, type FleetRedis } from '../../src/fleet/redis.js';
 import { SharedCache } from '../../src/fleet/shared-cache.js';
 import { readBounded } from '../../src/location/request/create-bucket.js';
-import { BucketRegionDiscovery, createBucketRegionCache } from '../../src/location/request/discovery.js';
+import { BucketRegionDiscovery, createBucketRegionCache } from '../../src/fleet/bucket-discovery.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

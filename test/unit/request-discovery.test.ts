@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { regionFromRedirect } from '../../src/location/request/discovery.js';
+import { regionFromRedirect } from '../../src/location/request/s3-region.js';
 
 const errorXml = (code: string, extra: string) =>
   `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>m</Message>${extra}<RequestId>R</RequestId><HostId>H</HostId></Error>`;

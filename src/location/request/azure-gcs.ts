@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { paramValue } from '../../proxy/classify.js';
+import { paramValue } from './query.js';
 import { hostLabels } from './s3-host.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Provider } from '../../config/schema.js';
-import { paramValue } from '../../proxy/classify.js';
+import { paramValue } from './query.js';
 import { placeSignals, type Signal } from '../signals.js';
 
 /**

@@ -1,4 +1,4 @@
-import { paramValue } from '../../proxy/classify.js';
+import { paramValue } from './query.js';
 import { placeSignals, type Signal } from '../signals.js';
 
 /**

@@ -1,7 +1,7 @@
 import type { Dispatcher } from 'undici';
-import type { FleetRedis } from '../../fleet/redis.js';
-import { SharedCache, type SharedCacheOptions } from '../../fleet/shared-cache.js';
-import { parseS3Host } from './s3-host.js';
+import { REGION_ID, regionFromRedirect } from '../location/request/s3-region.js';
+import type { FleetRedis } from './redis.js';
+import { SharedCache, type SharedCacheOptions } from './shared-cache.js';
 
 /**
  * Bucket → region discovery for S3: ask the upstream itself with
@@ -33,14 +33,6 @@ export interface BucketRegionDiscoveryOptions {
 
 // Any name S3 accepts in a path, legacy ones included; never '/', '%', '..'.
 const PATH_BUCKET = /^[A-Za-z0-9._-]{1,255}$/;
-const REGION_HEADER = /^[a-z0-9][a-z0-9-]{0,62}$/;
-const MAX_ERROR_BODY = 16 * 1024;
-const ERROR_CODE = /<Code>\s*([A-Za-z]{1,64})\s*<\/Code>/;
-const ERROR_REGION = /<Region>\s*([A-Za-z0-9-]{1,64})\s*<\/Region>/;
-const ERROR_ENDPOINT = /<Endpoint>\s*([A-Za-z0-9.:-]{1,300})\s*<\/Endpoint>/;
-// Error codes whose body names the bucket's region.
-const REGION_ERRORS: ReadonlySet<string> = new Set(['PermanentRedirect', 'TemporaryRedirect', 'AuthorizationHeaderMalformed', 'AuthorizationQueryParametersError']);
-
 export class BucketRegionDiscovery {
   private readonly inflight = new Map<string, Promise<string | null>>();
   private readonly basePath: string;
@@ -71,7 +63,7 @@ export class BucketRegionDiscovery {
 
   /** Record a region learned elsewhere (a successful CreateBucket, a redirect). */
   async remember(bucket: string, region: string): Promise<void> {
-    if (!PATH_BUCKET.test(bucket) || !REGION_HEADER.test(region)) return;
+    if (!PATH_BUCKET.test(bucket) || !REGION_ID.test(region)) return;
     await this.options.cache.set(this.key(bucket), region, this.options.ttlMs);
   }
 
@@ -112,33 +104,6 @@ export class BucketRegionDiscovery {
   }
 }
 
-/**
- * The bucket's region as an S3 response tells it: the `x-amz-bucket-region`
- * header (any status), else for redirects and region errors the XML error
- * body's `<Region>` or `<Endpoint>`. Null when nothing says.
- */
-export function regionFromRedirect(
-  statusCode: number,
-  headers: Readonly<Record<string, string | string[] | undefined>>,
-  bodyText: string | null,
-): string | null {
-  const h = headers['x-amz-bucket-region'];
-  const header = (Array.isArray(h) ? h[0] : h)?.trim().toLowerCase();
-  if (header !== undefined && REGION_HEADER.test(header)) return header;
-  if (bodyText === null || !(statusCode === 301 || statusCode === 307 || statusCode === 400 || statusCode === 403)) return null;
-  const text = bodyText.length > MAX_ERROR_BODY ? bodyText.slice(0, MAX_ERROR_BODY) : bodyText;
-  const code = ERROR_CODE.exec(text)?.[1];
-  if (code === undefined || !REGION_ERRORS.has(code)) return null;
-  const region = ERROR_REGION.exec(text)?.[1]?.toLowerCase();
-  if (region !== undefined && REGION_HEADER.test(region)) return region;
-  const endpoint = ERROR_ENDPOINT.exec(text)?.[1];
-  if (endpoint !== undefined) {
-    const info = parseS3Host(endpoint);
-    if (info !== null && info.region !== null && !info.global) return info.region;
-  }
-  return null;
-}
-
 /** The shared cache discovery uses: namespace 'bucket-region:', values a region id or null, anything else read as a miss. */
 export function createBucketRegionCache(
   redis: FleetRedis | null,
@@ -151,6 +116,6 @@ export function createBucketRegionCache(
     ...(options.onRedisFallback ? { onRedisFallback: options.onRedisFallback } : {}),
     encode: (v) => (v === null ? '' : v),
     // '' is the stored "no region"; a value that is not a region id is a miss.
-    decode: (s) => (s === '' ? null : REGION_HEADER.test(s) ? s : undefined),
+    decode: (s) => (s === '' ? null : REGION_ID.test(s) ? s : undefined),
   });
 }

@@ -1,9 +1,12 @@
 import type { Dispatcher } from 'undici';
-import type { FleetRedis } from '../../fleet/redis.js';
-import { SharedCache, type SharedCacheOptions } from '../../fleet/shared-cache.js';
-import type { Upstream } from '../../proxy/route.js';
-import type { Signal, SignalSource } from '../signals.js';
-import { BucketRegionDiscovery, createBucketRegionCache } from './discovery.js';
+import type { StoredLocation } from '../location/request/uploads.js';
+import type { Signal, SignalSource } from '../location/signals.js';
+import type { Upstream } from '../proxy/route.js';
+import { BucketRegionDiscovery, createBucketRegionCache } from './bucket-discovery.js';
+import type { FleetRedis } from './redis.js';
+import { SharedCache, type SharedCacheOptions } from './shared-cache.js';
+
+export type { StoredLocation };
 
 /**
  * What the data plane remembers between requests, shared through the fleet
@@ -11,14 +14,6 @@ import { BucketRegionDiscovery, createBucketRegionCache } from './discovery.js';
  * location a multipart upload or a resumable session was decided on, so
  * that the requests continuing it are decided on the same location.
  */
-
-/** The location an upload's first request was decided on. */
-export interface StoredLocation {
-  readonly bucket: string | null;
-  readonly signals: readonly Signal[];
-  /** What that first request was decided (a monitor-mode block is forwarded, and gets an id). */
-  readonly decision: 'allow' | 'block';
-}
 
 /**
  * How long an upload's location is kept: Cloud Storage resumable sessions
