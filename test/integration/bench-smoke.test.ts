@@ -28,8 +28,10 @@ describe('benchmark harness (smoke)', () => {
     const lines: string[] = [];
     const result = await runBenchmark({
       rounds: 1,
-      durationSec: 1,
-      warmupSec: 0.3,
+      // Long enough that a proxy child still warming up on a loaded CI machine
+      // (JIT, first connections) is past it before the measured second.
+      durationSec: 1.5,
+      warmupSec: 1,
       targets: ['direct', 'monitor'],
       scenarios: ['get-small'],
       tool: 'autocannon',
