@@ -158,7 +158,10 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
     node: process.version,
     kernel: release(),
     loadTool: wrk ? toolVersion(wrk, ['-v']).replace(/ Copyright.*$/, '') : `autocannon ${packageVersion('autocannon')}`,
-    nginx: nginxBinary ? nginxVersion(nginxBinary).replace(/^nginx version: /, '') : null,
+    nginx: (() => {
+      const binary = nginxBinary ?? findBinary('nginx');
+      return binary ? nginxVersion(binary).replace(/^nginx version: /, '') : null;
+    })(),
     pinning: pinned ? 'load generator pinned to CPU 0; upstream and the proxy under test share CPU 1 (taskset)' : 'not pinned',
     tmpFs: filesystemOf(tmpDir),
   };
@@ -345,17 +348,24 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
       rmSync(file, { force: true });
       log(`CPU profile: ${setting.name} under ${scenario.name}`);
       await waitForQuiet();
+      // V8 samples wall-clock positions: an upstream sharing the proxy's CPU would show up as time in the
+      // socket writes that wake it. The profiled proxy gets CPU 1 alone; its own upstream runs beside the load generator.
+      const ownUpstream = await startUpstream({ ...place, serverCpu: tools.cpu });
       const spawned = performance.now();
-      const t = await startResidency(setting, upstream, place, { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.outDir}`, `--cpu-prof-name=${name}`], label: 'profile' });
-      // Only the measured load is summarised: start-up (module loading, GeoIP checks) and warm-up (JIT) are not what a running proxy pays.
       let window: { fromMs: number; toMs: number };
       try {
-        await runLoad(spec(scenario, t, Math.max(2, o.warmupSec)), 200, tools);
-        const from = performance.now();
-        await runLoad(spec(scenario, t, Math.max(5, o.durationSec * 2)), 200, tools);
-        window = { fromMs: from - spawned, toMs: performance.now() - spawned };
+        const t = await startResidency(setting, ownUpstream, place, { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.outDir}`, `--cpu-prof-name=${name}`], label: 'profile' });
+        // Only the measured load is summarised: start-up (module loading, GeoIP checks) and warm-up (JIT) are not what a running proxy pays.
+        try {
+          await runLoad(spec(scenario, t, Math.max(2, o.warmupSec)), 200, tools);
+          const from = performance.now();
+          await runLoad(spec(scenario, t, Math.max(5, o.durationSec * 2)), 200, tools);
+          window = { fromMs: from - spawned, toMs: performance.now() - spawned };
+        } finally {
+          await t.stop();
+        }
       } finally {
-        await t.stop();
+        await stopChild(ownUpstream.child);
       }
       if (existsSync(file)) {
         const summary = summariseProfile(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, 25, window);

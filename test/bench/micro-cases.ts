@@ -13,7 +13,7 @@ import { SiteNetworks } from '../../src/location/networks.js';
 import { parseS3Host } from '../../src/location/request/s3-host.js';
 import { PinningResolver } from '../../src/location/resolver.js';
 import { compilePolicy, decide, type RequestFacts } from '../../src/policy/engine.js';
-import { buildConfig, SETTINGS, type ProxySetting } from './settings.js';
+import { buildConfig, schemaDefault, SETTINGS, type ProxySetting } from './settings.js';
 
 /**
  * The hot-path pieces measured alone, shared by the harness (tinybench, in
@@ -131,6 +131,7 @@ export async function microCases(): Promise<MicroSetup> {
 
 export interface LogThroughput {
   fsync: boolean;
+  flushMs: number | null;
   records: number;
   seconds: number;
   perSecond: number;
@@ -143,7 +144,9 @@ export interface LogThroughput {
  */
 export async function decisionLogThroughput(options: { fsync: boolean; seconds: number; concurrency: number; dir?: string }): Promise<LogThroughput> {
   const dir = mkdtempSync(join(options.dir ?? tmpdir(), 'residency-bench-log-'));
-  const log = createDecisionLog({ path: join(dir, 'decisions.log'), replica: 'bench', fsync: options.fsync, flushMs: 2 });
+  // The group-commit window a config gets by default.
+  const flushMs = schemaDefault('decision_log.flush_ms');
+  const log = createDecisionLog({ path: join(dir, 'decisions.log'), replica: 'bench', fsync: options.fsync, ...(typeof flushMs === 'number' ? { flushMs } : {}) });
   let records = 0;
   const started = performance.now();
   const deadline = started + options.seconds * 1000;
@@ -160,5 +163,5 @@ export async function decisionLogThroughput(options: { fsync: boolean; seconds: 
     rmSync(dir, { recursive: true, force: true });
   }
   const seconds = (performance.now() - started) / 1000;
-  return { fsync: options.fsync, records, seconds, perSecond: records / seconds, concurrency: options.concurrency };
+  return { fsync: options.fsync, flushMs: typeof flushMs === 'number' ? flushMs : null, records, seconds, perSecond: records / seconds, concurrency: options.concurrency };
 }

@@ -72,6 +72,8 @@ export interface MicroResult {
 
 export interface LogResult {
   fsync: boolean;
+  /** The group-commit window used (the config default); absent in older results. */
+  flushMs?: number | null;
   records: number;
   seconds: number;
   perSecond: number;
@@ -256,13 +258,14 @@ export function evaluateGoals(rows: readonly Row[], series: readonly Series[], m
     });
     perSetting(`${label} peak RSS ≤ pre-run + 32 MiB`, (s) => {
       const r = row(scenario, s);
-      return r && r.rssGrowthMiB !== null ? atMost(r.rssGrowthMiB, 32, (v) => `+${v.toFixed(1)} MiB`, (d) => `${d.toFixed(1)} MiB`) : null;
+      return r && r.rssGrowthMiB !== null ? atMost(r.rssGrowthMiB, 32, (v) => `${v >= 0 ? '+' : ''}${v.toFixed(1)} MiB`, (d) => `${d.toFixed(1)} MiB`) : null;
     });
   }
   const microGoal = (match: RegExp, label: string) => {
     const m = micro.find((x) => match.test(x.name));
     if (!m || m.targetNs === undefined) return;
-    goals.push({ goal: label, cells: { all: atMost(m.nsPerOp, m.targetNs, (v) => `${v.toFixed(0)} ns`, (d) => `${d.toFixed(0)} ns`) } });
+    const ns = (v: number) => `${Math.round(v).toLocaleString('en-US')} ns`;
+    goals.push({ goal: label, cells: { all: atMost(m.nsPerOp, m.targetNs, ns, ns) } });
   };
   microGoal(/^policy decide/, 'micro: decide < 1 µs');
   microGoal(/^cached network location/, 'micro: cached network location < 2 µs');
@@ -312,13 +315,20 @@ function textTable(header: readonly string[], body: string[][]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
+function verdict(cell: Goal['cells'][string]): string {
+  if (cell.met === null) return 'not measured';
+  return cell.met ? 'met' : `MISSED (${cell.by})`;
+}
+
 function goalCells(goal: Goal, columns: readonly string[]): string[] {
-  return [goal.goal, ...columns.map((c) => {
-    const cell = goal.cells[c] ?? (c === columns[0] ? goal.cells.all : undefined);
-    if (!cell) return '';
-    if (cell.met === null) return cell.value;
-    return cell.met ? `${cell.value} — met` : `${cell.value} — MISSED (${cell.by})`;
-  })];
+  return [
+    goal.goal,
+    ...columns.map((c) => {
+      const cell = goal.cells[c];
+      if (!cell) return '';
+      return cell.met === null ? cell.value : `${cell.value} — ${verdict(cell)}`;
+    }),
+  ];
 }
 
 interface Rendered {
@@ -328,6 +338,7 @@ interface Rendered {
   micro: [readonly string[], string[][]];
   log: [readonly string[], string[][]];
   goals: [readonly string[], string[][]];
+  goalsSingle: [readonly string[], string[][]];
   profileCategories: [readonly string[], string[][]];
   profileTop: [readonly string[], string[][]];
   profileOurs: [readonly string[], string[][]];
@@ -342,8 +353,18 @@ function tables(result: BenchResult): Rendered {
     light: [LIGHT_COLUMNS, result.rows.filter((r) => r.kind === 'light').map(lightCells)],
     big: [BIG_COLUMNS, result.rows.filter((r) => r.kind === 'big').map(bigCells)],
     micro: [['operation', 'ns/op (median)', 'ns/op (mean)', 'budget'], result.micro.map((m) => [m.name, num(m.nsPerOp, 0), num(m.meanNsPerOp, 0), m.targetNs === undefined ? '' : `< ${num(m.targetNs)} ns`])],
-    log: [['decision log', 'writers', 'records', 'records/s'], result.decisionLog.map((l) => [l.fsync ? 'fdatasync per group commit' : 'no fsync', String(l.concurrency), num(l.records), num(l.perSecond)])],
-    goals: [['goal', ...goalColumns], result.goals.map((g) => goalCells(g, goalColumns))],
+    log: [
+      ['decision log', 'writers', 'records', 'records/s'],
+      result.decisionLog.map((l) => [
+        `${l.fsync ? 'fdatasync per group commit' : 'no fsync'}${l.flushMs === undefined || l.flushMs === null ? '' : `, flush_ms ${l.flushMs}`}`,
+        String(l.concurrency),
+        num(l.records),
+        num(l.perSecond),
+      ]),
+    ],
+    goals: [['goal', ...goalColumns], result.goals.filter((g) => g.cells.all === undefined).map((g) => goalCells(g, goalColumns))],
+    // Micro-benchmark and decision-log goals have one value, not one per setting.
+    goalsSingle: [['goal', 'measured', 'verdict'], result.goals.filter((g) => g.cells.all !== undefined).map((g) => [g.goal, g.cells.all!.value, verdict(g.cells.all!)])],
     profileCategories: [['area (self time)', 'ms', '% of busy'], (p?.categories ?? []).map((c) => [c.category, num(c.ms), `${c.pct.toFixed(1)}%`])],
     profileTop: [['function (self time)', 'where', 'area', '% of busy'], (p?.topSelf ?? []).map((f) => [f.fn, f.where, f.category, `${f.pct.toFixed(1)}%`])],
     profileOurs: [['residency-proxy function (inclusive)', 'where', '% of busy'], (p?.topInclusiveOurs ?? []).map((f) => [f.fn, f.where, `${f.pct.toFixed(1)}%`])],
@@ -353,14 +374,14 @@ function tables(result: BenchResult): Rendered {
 function profileWindow(p: ProfileSummary): string {
   const busy = p.totalMs > 0 ? (100 * p.busyMs) / p.totalMs : 0;
   const span = p.window ? `${((p.window.toMs - p.window.fromMs) / 1000).toFixed(1)} s of steady load after warm-up` : 'whole process lifetime';
-  return `${span}, main thread busy ${busy.toFixed(0)}%`;
+  return `${span}, proxy alone on its CPU, main thread busy ${busy.toFixed(0)}%`;
 }
 
 function header(result: BenchResult): string[] {
   const m = result.machine;
   const o = result.options;
   return [
-    `Machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGiB.toFixed(0)} GiB, Linux ${m.kernel}, Node ${m.node}; load: ${m.loadTool}; ${m.nginx ?? 'nginx: not installed (skipped)'}`,
+    `Machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGiB.toFixed(0)} GiB, Linux ${m.kernel}, Node ${m.node}; load: ${m.loadTool}; ${m.nginx ?? 'nginx: not installed'}`,
     `CPU split: ${m.pinning}. Decision log scratch filesystem: ${m.tmpFs}. "other CPU": cores' worth of work by other processes (and steal) during a run, median.`,
     `Run: ${result.date}, \`${result.command}\`: ${o.rounds} round(s) × ${o.durationSec} s per target and scenario after a ${o.warmupSec} s warm-up each; targets in rotated order every round; medians of rounds, ratios are medians of per-round ratios.`,
   ];
@@ -374,6 +395,7 @@ export function renderText(result: BenchResult): string {
   if (t.micro[1].length > 0) out.push('', textTable(...t.micro));
   if (t.log[1].length > 0) out.push('', textTable(...t.log));
   if (t.goals[1].length > 0) out.push('', 'Issue #8 targets:', textTable(...t.goals));
+  if (t.goalsSingle[1].length > 0) out.push('', textTable(...t.goalsSingle));
   if (result.profile) {
     out.push('', `CPU profile (${result.profile.setting}, ${result.profile.scenario}, ${profileWindow(result.profile.summary)}): ${result.profile.file}`, textTable(...t.profileCategories), '', textTable(...t.profileTop), '', textTable(...t.profileOurs));
   }
@@ -389,6 +411,7 @@ export function renderMarkdown(result: BenchResult): string {
   if (t.micro[1].length > 0) out.push('', 'Micro-benchmarks (tinybench):', '', markdownTable(...t.micro));
   if (t.log[1].length > 0) out.push('', markdownTable(...t.log));
   if (t.goals[1].length > 0) out.push('', 'Issue #8 targets:', '', markdownTable(...t.goals));
+  if (t.goalsSingle[1].length > 0) out.push('', markdownTable(...t.goalsSingle));
   if (result.profile) {
     out.push('', `CPU profile of ${result.profile.setting} under ${result.profile.scenario}, ${profileWindow(result.profile.summary)} (\`${result.profile.file}\`):`, '', markdownTable(...t.profileCategories), '', markdownTable(...t.profileTop), '', markdownTable(...t.profileOurs));
   }
