@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { LockdownState } from './lockdown.js';
-import type { FleetRedis } from './redis.js';
+import { parseJsonObject, type FleetRedis } from './redis.js';
 
 /**
  * Each replica's heartbeat: a key `<prefix>replica:<id>:<instance>` holding
@@ -74,17 +74,12 @@ export function heartbeatKey(id: string, instance: string): string {
 
 /** Parse a heartbeat; null for anything that is not one (another version, a foreign key). */
 export function parseHeartbeat(text: string): Heartbeat | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof value !== 'object' || value === null) return null;
+  const value = parseJsonObject(text);
+  if (value === null) return null;
   const h = value as Partial<Heartbeat>;
   if (h.v !== 1 || typeof h.id !== 'string' || typeof h.instance !== 'string' || typeof h.at !== 'string') return null;
   if (typeof h.policy !== 'object' || h.policy === null || typeof h.policy.hash !== 'string') return null;
-  return value as Heartbeat;
+  return h as Heartbeat;
 }
 
 export class HeartbeatPublisher {

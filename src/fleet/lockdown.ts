@@ -1,6 +1,6 @@
 import { hostname, userInfo } from 'node:os';
 import type { Redis } from 'ioredis';
-import type { FleetRedis } from './redis.js';
+import { parseJsonObject, type FleetRedis } from './redis.js';
 
 /**
  * The fleet-wide emergency lockdown. One key, `<prefix>lockdown`, holds the
@@ -75,14 +75,8 @@ export interface LockdownWatcherOptions {
 
 /** Parse the key's value; null for anything that is not a lockdown record. */
 export function parseLockdownRecord(text: string): LockdownRecord | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof value !== 'object' || value === null) return null;
-  const v = value as Record<string, unknown>;
+  const v = parseJsonObject(text);
+  if (v === null) return null;
   if (typeof v.active !== 'boolean' || typeof v.reason !== 'string' || typeof v.set_by !== 'string' || typeof v.set_at !== 'string') return null;
   return { active: v.active, reason: v.reason, set_by: v.set_by, set_at: v.set_at };
 }

@@ -107,3 +107,14 @@ export function connectFleetRedis(options: FleetRedisOptions | null): FleetRedis
     },
   };
 }
+
+/** A JSON object read back from Redis; null for anything else (another version, a foreign key). */
+export function parseJsonObject(text: string): Record<string, unknown> | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+}

@@ -46,7 +46,8 @@ function segment(path: string, index: number): string | null {
   return s === '' ? null : decode(s);
 }
 
-function decode(s: string): string {
+/** Percent-decode a path segment; a malformed encoding is kept as it is. */
+export function decode(s: string): string {
   if (!s.includes('%')) return s;
   try {
     return decodeURIComponent(s);

@@ -1,5 +1,5 @@
 import type { Operation } from '../config/schema.js';
-import { bucketOf } from '../location/bucket.js';
+import { bucketOf, decode } from '../location/bucket.js';
 import {
   azureAccountFromPath,
   gcsHostBucket,
@@ -111,16 +111,8 @@ export interface Found {
   readonly upload?: StoredLocation | null;
 }
 
-export interface Decided {
+export interface Decided extends Omit<Prepared, 'kind' | 'needs' | 'follow'> {
   readonly kind: 'decided';
-  readonly route: RouteMatch;
-  readonly path: string;
-  readonly query: string | null;
-  readonly method: string;
-  readonly operation: Operation;
-  readonly bucket: string | null;
-  readonly principal: string | null;
-  readonly location: Location;
   /**
    * Where the target is on the network: the address the request goes to and
    * that address's signals. Null when network location is off (or, for
@@ -407,11 +399,3 @@ function isJsonApi(path: string): boolean {
   return path.startsWith('/storage/') || path.startsWith('/upload/') || path.startsWith('/batch/');
 }
 
-function decode(s: string): string {
-  if (!s.includes('%')) return s;
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
-}
