@@ -3,7 +3,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readdirSync } from 'node:fs';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import {
@@ -27,6 +27,7 @@ import type { S3rverHandle } from '../helpers/s3rver.js';
 import { splitTarget, verifySigV4 } from '../helpers/sigv4.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 import type { RecordedRequest, RecordingUpstream } from '../helpers/upstream.js';
+import { randomStream } from '../helpers/streams.js';
 
 /*
  * Real storage SDKs through the real proxy, over loopback sockets: the AWS SDK v3
@@ -71,32 +72,6 @@ const WRITE_RULE = { name: 'user-data-writes', match: { operations: ['write'] },
 // ---------------------------------------------------------------------------
 // helpers
 
-/** Random-content stream of `size` bytes; the sender-side hash is available once it ends. */
-function randomStream(size: number, chunkSize = 256 * 1024): { stream: Readable; sha256: () => string } {
-  const hash = createHash('sha256');
-  let remaining = size;
-  let digest: string | undefined;
-  const stream = new Readable({
-    read() {
-      if (remaining === 0) {
-        digest = hash.digest('hex');
-        this.push(null);
-        return;
-      }
-      const chunk = randomBytes(Math.min(chunkSize, remaining));
-      remaining -= chunk.length;
-      hash.update(chunk);
-      this.push(chunk);
-    },
-  });
-  return {
-    stream,
-    sha256: () => {
-      if (digest === undefined) throw new Error('stream not fully consumed');
-      return digest;
-    },
-  };
-}
 
 function sha256(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');

@@ -21,35 +21,10 @@ import type { S3rverHandle } from '../helpers/s3rver.js';
 import { splitTarget, verifySigV4 } from '../helpers/sigv4.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 import type { RecordedRequest, RecordingUpstream } from '../helpers/upstream.js';
+import { randomStream } from '../helpers/streams.js';
 
 const MiB = 1024 * 1024;
 
-/** Random-content stream of `size` bytes; the sender-side hash is available once it ends. */
-function randomStream(size: number, chunkSize = 256 * 1024): { stream: Readable; sha256: () => string } {
-  const hash = createHash('sha256');
-  let remaining = size;
-  let digest: string | undefined;
-  const stream = new Readable({
-    read() {
-      if (remaining === 0) {
-        digest = hash.digest('hex');
-        this.push(null);
-        return;
-      }
-      const chunk = randomBytes(Math.min(chunkSize, remaining));
-      remaining -= chunk.length;
-      hash.update(chunk);
-      this.push(chunk);
-    },
-  });
-  return {
-    stream,
-    sha256: () => {
-      if (digest === undefined) throw new Error('stream not fully consumed');
-      return digest;
-    },
-  };
-}
 
 function sha256(buf: Uint8Array): string {
   return createHash('sha256').update(buf).digest('hex');
