@@ -96,6 +96,14 @@ export const FEATURES = {
       Object.assign(section(doc, 'decision_log'), { path: join(ctx.dir, 'decisions.log'), fsync: true });
     },
   },
+  fileLogNoFsync: {
+    name: 'file-log-no-fsync',
+    summary: 'the same decision log file without fdatasync (issue #5: the durable log must cost at most 10% of this)',
+    needs: ['decision_log.path', 'decision_log.fsync'],
+    apply(doc, ctx) {
+      Object.assign(section(doc, 'decision_log'), { path: join(ctx.dir, 'decisions.log'), fsync: false });
+    },
+  },
   rules: {
     name: 'rules',
     summary: 'three rules with path globs (the match is the last one) and an unexpired exception',
@@ -205,6 +213,18 @@ export const SETTINGS: readonly ProxySetting[] = [
     name: 'enforce-declared',
     summary: 'enforce mode, declared locations, decision log on stdout',
     features: [F.base, F.enforce, F.declaredOnly, F.stdoutLog],
+    enforce: true,
+  },
+  {
+    name: 'enforce-log-fsync',
+    summary: 'enforce mode, declared locations, durable decision log (fdatasync per group commit)',
+    features: [F.base, F.enforce, F.declaredOnly, F.durableLog],
+    enforce: true,
+  },
+  {
+    name: 'enforce-log-nofsync',
+    summary: 'as enforce-log-fsync, the same log file without fdatasync',
+    features: [F.base, F.enforce, F.declaredOnly, F.fileLogNoFsync],
     enforce: true,
   },
   {
