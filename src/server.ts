@@ -17,7 +17,7 @@ import { networkLocationSettings } from './location/network-config.js';
 import { createRequestStores } from './fleet/request-stores.js';
 import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
-import { buildProxyApp } from './proxy/app.js';
+import { buildProxyApp, type ProxyApp } from './proxy/app.js';
 import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
 import type { Planner } from './proxy/plan.js';
 import type { Upstream } from './proxy/route.js';
@@ -51,7 +51,7 @@ export interface ResidencyProxyOptions {
 
 export interface ResidencyProxy {
   readonly config: Config;
-  readonly proxy: FastifyInstance;
+  readonly proxy: ProxyApp;
   readonly admin: FastifyInstance;
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -276,7 +276,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
 
   async function closeAll(): Promise<void> {
     policy.close();
-    // Fastify stops accepting, closes idle keep-alive connections and waits
+    // The proxy stops accepting, closes idle keep-alive connections and waits
     // for in-flight requests; past the grace period the rest are cut.
     const force = setTimeout(() => proxy.server.closeAllConnections(), config.limits.shutdown_grace_ms);
     force.unref();

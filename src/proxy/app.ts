@@ -1,11 +1,11 @@
 import http from 'node:http';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/registry.js';
 import { createRequestHandler, type HandlerDeps } from './handler.js';
 import { checkRequest } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
-import { errorResponse } from './refuse.js';
+import { errorResponse, type ErrorDetails } from './refuse.js';
 
 export interface ProxyAppOptions extends HandlerDeps {
   logger: Logger;
@@ -14,92 +14,121 @@ export interface ProxyAppOptions extends HandlerDeps {
   maxHeaderBytes: number;
 }
 
-/** Fastify's methods with a body-less default; anything else never reaches a route. */
-const METHODS = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'POST', 'PATCH', 'DELETE'];
+/** The data-plane HTTP server: listen, then close (draining in-flight requests). */
+export interface ProxyApp {
+  readonly server: http.Server;
+  listen(at: { host: string; port: number }): Promise<AddressInfo>;
+  close(): Promise<void>;
+}
+
+/** The methods a storage API uses; anything else is answered 405 before any planning. */
+const METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'POST', 'PATCH', 'DELETE']);
+
+/** Idle keep-alive connections are closed after this long (the clients' pools reconnect). */
+const KEEP_ALIVE_MS = 5_000;
 
 /**
- * The data-plane Fastify app. Request hygiene runs on the raw request before
- * Fastify sees it (Node's parser has already dropped what it keeps only in
- * rawHeaders); CONNECT is answered 405 on the socket: never an open proxy.
+ * The data plane on Node's own HTTP server, with no framework between the
+ * parser and the handler: every request takes the same path (hygiene, then
+ * plan, then refuse or forward), so a router, hooks and a reply object would
+ * only cost time on each request. Request hygiene runs on the raw request
+ * (Node's parser has already dropped what it keeps only in rawHeaders);
+ * CONNECT is answered 405 on the socket: never an open proxy.
  */
-export function buildProxyApp(options: ProxyAppOptions): FastifyInstance {
+export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   const { metrics, logger } = options;
   const handle = createRequestHandler(options);
-  const reject = (req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, detail: string) => {
-    metrics.rejectedRequests.inc({ code });
-    const out = errorResponse(null, { status, code, title: http.STATUS_CODES[status] ?? 'Bad request', detail });
+  let closing = false;
+  // Responses in progress, so a shutdown can end their connections with them.
+  const inFlight = new Set<http.ServerResponse>();
+  const forget = function (this: http.ServerResponse) {
+    inFlight.delete(this);
+  };
+
+  /** An answer the proxy gives before planning; the connection closes (its framing may not be trusted). */
+  const reject = (req: http.IncomingMessage, res: http.ServerResponse, details: Omit<ErrorDetails, 'title'>) => {
+    metrics.rejectedRequests.inc({ code: details.code });
+    const out = errorResponse(null, { ...details, title: http.STATUS_CODES[details.status] ?? 'Bad request' });
     // After a framing refusal the body boundaries cannot be trusted (RFC 9112 §6.3): close, with a linger.
     lingerOnClose(req, { maxBytes: options.limits.refusalDrainBytes, maxMs: options.limits.refusalLingerMs });
-    res.writeHead(status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
+    res.writeHead(details.status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
     res.end(out.body);
   };
 
-  // Responses in progress, so a shutdown can end their connections with them.
-  const inFlight = new Set<http.ServerResponse>();
-
-  const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
-    // Request logs would carry query strings (presigned signatures); the decision log is the record.
-    logController: new LogController({ disableRequestLogging: true }),
-    requestIdHeader: false,
-    return503OnClosing: true,
-    // Uploads can take minutes; the upstream timeouts bound what matters.
-    requestTimeout: 0,
-    connectionTimeout: 0,
-    keepAliveTimeout: 5_000,
-    serverFactory(fastifyHandler) {
-      const server = http.createServer(
-        { maxHeaderSize: options.maxHeaderBytes, requestTimeout: 0 },
-        (req, res) => {
-          inFlight.add(res);
-          res.once('close', () => inFlight.delete(res));
-          const refusal = checkRequest(req, { maxHeaders: options.maxHeaders });
-          if (refusal) return reject(req, res, refusal.status, refusal.code, refusal.detail);
-          if (!METHODS.includes(req.method!)) return reject(req, res, 405, 'method_not_allowed', `method ${req.method} is not supported`);
-          fastifyHandler(req, res);
-        },
-      );
-      // One more than the limit, so a request over the limit is seen, not silently cut.
-      server.maxHeadersCount = options.maxHeaders + 1;
-      // The decision comes first; handleRequest sends 100 Continue only for a write it forwards.
-      server.on('checkContinue', (req, res) => server.emit('request', req, res));
-      server.on('connect', (_req, socket) => {
-        metrics.rejectedRequests.inc({ code: 'connect_not_allowed' });
-        const body = JSON.stringify({ title: 'Method Not Allowed', status: 405, detail: 'CONNECT is not supported: this is a reverse proxy, not a tunnel' });
-        socket.end(
-          `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-        );
-      });
-      return server;
+  const server = http.createServer(
+    // Uploads can take minutes: the upstream timeouts bound what matters.
+    { maxHeaderSize: options.maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: KEEP_ALIVE_MS },
+    (req, res) => {
+      inFlight.add(res);
+      res.once('close', forget);
+      const refusal = checkRequest(req, { maxHeaders: options.maxHeaders });
+      if (refusal) return reject(req, res, refusal);
+      if (!METHODS.has(req.method!)) return reject(req, res, { status: 405, code: 'method_not_allowed', detail: `method ${req.method} is not supported` });
+      if (closing) return reject(req, res, { status: 503, code: 'shutting_down', detail: 'the proxy is shutting down; retry on another replica' });
+      handle(req, res).catch((err: unknown) => failed(err, req, res));
     },
+  );
+  // One more than the limit, so a request over the limit is seen, not silently cut.
+  server.maxHeadersCount = options.maxHeaders + 1;
+  // The decision comes first; handleRequest sends 100 Continue only for a write it forwards.
+  server.on('checkContinue', (req, res) => server.emit('request', req, res));
+  server.on('connect', (_req, socket: Socket) => {
+    metrics.rejectedRequests.inc({ code: 'connect_not_allowed' });
+    const body = JSON.stringify({ title: 'Method Not Allowed', status: 405, detail: 'CONNECT is not supported: this is a reverse proxy, not a tunnel' });
+    socket.end(
+      `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
-
-  // Draining: close() only drops idle connections, and Node keeps a keep-alive
-  // connection open after its in-flight response, so each keep-alive client
-  // would hold the shutdown for keepAliveTimeout. Responses still in progress
-  // end their connection instead: `Connection: close` if the head is not out
-  // yet, else a close once the response has been written.
-  app.addHook('preClose', (done) => {
-    for (const res of inFlight) {
-      if (!res.headersSent) res.shouldKeepAlive = false;
-      else res.once('finish', () => res.req.socket.destroySoon());
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // A request Node's parser could not read: answer once if the socket still takes it, then close.
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
     }
-    done();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
+    const code = status === 431 ? 'headers_too_large' : 'malformed_request';
+    metrics.rejectedRequests.inc({ code });
+    const out = errorResponse(null, { status, code, title: http.STATUS_CODES[status]!, detail: 'the request could not be parsed as HTTP/1.1' });
+    const head = Object.entries(out.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${head}content-length: ${Buffer.byteLength(out.body)}\r\nconnection: close\r\n\r\n${out.body}`);
   });
 
-  // Bodies are never parsed: they stream to the upstream untouched.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', function passThrough(_request, _payload, done) {
-    done(null);
-  });
-  app.route({
-    method: METHODS,
-    url: '*',
-    exposeHeadRoute: false,
-    handler: function proxyRoute(request, reply) {
-      reply.hijack();
-      return handle(request.raw, reply.raw);
+  /** A bug, not a request problem: logged, and answered 500 if nothing was sent yet. */
+  function failed(err: unknown, req: http.IncomingMessage, res: http.ServerResponse): void {
+    logger.error({ err: { message: (err as Error)?.message ?? String(err) }, method: req.method }, 'request handler failed');
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const out = errorResponse(null, { status: 500, code: 'internal_error', title: 'Internal Server Error', detail: 'the proxy failed to handle this request' });
+    res.writeHead(500, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
+    res.end(out.body);
+  }
+
+  return {
+    server,
+    listen: (at) =>
+      new Promise<AddressInfo>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(at.port, at.host, () => {
+          server.off('error', reject);
+          resolve(server.address() as AddressInfo);
+        });
+      }),
+    close: () => {
+      closing = true;
+      // Node's close() stops accepting and drops idle connections, but a
+      // keep-alive connection stays open after its in-flight response, so each
+      // keep-alive client would hold the shutdown for the keep-alive timeout.
+      // Responses still in progress end their connection instead:
+      // `Connection: close` if the head is not out yet, else a close once the
+      // response has been written.
+      for (const res of inFlight) {
+        if (!res.headersSent) res.shouldKeepAlive = false;
+        else res.once('finish', () => res.req.socket.destroySoon());
+      }
+      if (!server.listening) return Promise.resolve();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
     },
-  });
-  return app;
+  };
 }

@@ -26,7 +26,6 @@ export interface ForwardRequest {
   headers: string[];
   /** Streamed, or (a create-bucket body the proxy inspected) exactly these bytes. */
   body: AsyncIterable<Buffer> | Buffer | null;
-  signal?: AbortSignal;
 }
 
 export type ForwardFailure = 'upstream_unreachable' | 'upstream_timeout' | 'upstream_reset' | 'client_aborted' | 'upstream_unresolved';
@@ -180,23 +179,22 @@ export class Forwarder {
 
   /**
    * Send to `origin` (a RouteMatch's: the upstream's own, or the requested
-   * host's for a `{host}` upstream). With an `address` (network location
-   * on), the connection goes to exactly that address; without, undici
-   * resolves the origin's host.
+   * host's for a `{host}` upstream); the response goes to `handler` as it
+   * arrives. With an `address` (network location on), the connection goes to
+   * exactly that address; without, undici resolves the origin's host.
    */
-  send(upstream: Upstream, req: ForwardRequest, origin: string = upstream.url.origin, address: string | null = null): Promise<Dispatcher.ResponseData> {
-    const options: Dispatcher.RequestOptions<null> = {
+  dispatch(upstream: Upstream, req: ForwardRequest, handler: Dispatcher.DispatchHandler, origin: string, address: string | null): void {
+    const options: Dispatcher.DispatchOptions = {
       method: req.method as Dispatcher.HttpMethod,
       path: req.path,
       headers: req.headers,
       // undici streams async iterables with backpressure (its types only list Readable).
       body: req.body as Readable | Buffer | null,
-      signal: req.signal,
       // A refused or failed write must not be retried with a body we no longer have.
       idempotent: false,
     };
-    if (address !== null) return this.pinnedFor(upstream).request(this.urlFor(upstream, origin), address, options);
-    return this.poolFor(upstream, origin).request<null>(options);
+    if (address !== null) this.pinnedFor(upstream).dispatch(this.urlFor(upstream, origin), address, options, handler);
+    else this.poolFor(upstream, origin).dispatch(options, handler);
   }
 
   /** Pinned pools open, for a gauge or a debug view. */

@@ -8,7 +8,6 @@ import {
   createBucketLocation,
   createBucketSignals,
   isAwsChunked,
-  readBounded,
   readCreateBucketLocation,
   type CreateBucketLocation,
 } from '../location/request/create-bucket.js';
@@ -18,6 +17,7 @@ import type { RequestStores } from '../fleet/request-stores.js';
 import type { StoredLocation } from '../location/request/uploads.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
+import { UpstreamExchange, type ResponseHead } from './exchange.js';
 import { classifyFailure, countingBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
 import { connectionTokens, isHopByHop } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
@@ -156,6 +156,8 @@ export function createRequestHandler(deps: HandlerDeps) {
     if (decision.mode === 'monitor' && decision.rule !== null) metrics.shadowDecisions.inc({ rule: decision.rule, decision: decision.action });
     if (plan.shadow !== null) metrics.shadowDecisions.inc({ rule: plan.shadow.rule ?? 'default', decision: plan.shadow.action });
 
+    const shadow = plan.shadow === null ? undefined : { policy: planner.shadowPolicy!.hash, decision: plan.shadow.action, rule: plan.shadow.rule, reason: plan.shadow.reason };
+    // Optional fields are left undefined rather than spread in: the record's serialiser leaves undefined out.
     const entry = (status: number, bytesIn: number, bytesOut: number | null, error?: string): DecisionEntry => ({
       ts: new Date().toISOString(),
       id,
@@ -172,17 +174,17 @@ export function createRequestHandler(deps: HandlerDeps) {
       decision: decision.action,
       effective: decision.effective,
       reason: decision.reason,
-      ...(decision.exception === undefined ? {} : { exception: decision.exception }),
-      ...(decision.lockdown ? { lockdown: true } : {}),
-      ...(plan.shadow === null ? {} : { shadow: { policy: planner.shadowPolicy!.hash, decision: plan.shadow.action, rule: plan.shadow.rule, reason: plan.shadow.reason } }),
-      ...(plan.principal === null ? {} : { principal: plan.principal }),
-      ...(plan.upload === null ? {} : { upload: plan.upload }),
+      exception: decision.exception,
+      lockdown: decision.lockdown ? true : undefined,
+      shadow,
+      principal: plan.principal ?? undefined,
+      upload: plan.upload ?? undefined,
       status,
       bytes_in: bytesIn,
       bytes_out: bytesOut,
       duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
       client: maskClient(req.socket.remoteAddress ?? ''),
-      ...(error === undefined ? {} : { error }),
+      error,
     });
 
     /** Write the record; false (after answering 503) when it cannot be written: fail closed. */
@@ -323,30 +325,22 @@ export function createRequestHandler(deps: HandlerDeps) {
     } else if (hasBody && inspected.created === null) {
       body = countingBody(req, sent);
     }
-    const abort = new AbortController();
+    const exchange = new UpstreamExchange();
+    // The client gone before its answer: stop the upstream request too.
     const onClientGone = () => {
-      if (!res.writableFinished) abort.abort();
+      if (!res.writableFinished) exchange.abort();
     };
     res.once('close', onClientGone);
 
-    let response;
+    let response: ResponseHead;
     try {
       if (unresolved) throw new UnresolvedUpstreamError(upstream.name, route.hostname);
-      response = await forwarder.send(
-        upstream,
-        {
-          method: req.method!,
-          path: query === null ? route.forwardPath : `${route.forwardPath}?${query}`,
-          headers: forwardHeaders(req, route),
-          body,
-          signal: abort.signal,
-        },
-        route.origin,
-        address,
-      );
+      const path = query === null ? route.forwardPath : `${route.forwardPath}?${query}`;
+      forwarder.dispatch(upstream, { method: req.method!, path, headers: forwardHeaders(req, route), body }, exchange, route.origin, address);
+      response = await exchange.head;
     } catch (err) {
       res.off('close', onClientGone);
-      const failure = classifyFailure(err, abort.signal.aborted || (req.destroyed && !req.complete));
+      const failure = classifyFailure(err, exchange.aborted || (req.destroyed && !req.complete));
       metrics.upstreamErrors.inc({ upstream: upstream.name, kind: FAILURE_KIND[failure] });
       metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sent.bytes);
       logger.warn({ upstream: upstream.name, decision_id: id, failure, err: errorSummary(err) }, 'forwarding failed');
@@ -369,9 +363,8 @@ export function createRequestHandler(deps: HandlerDeps) {
     const declaredLength = response.headers['content-length'];
     const bytesOut = typeof declaredLength === 'string' && /^\d+$/.test(declaredLength) ? Number(declaredLength) : null;
     if (!(await record(entry(response.statusCode, sent.bytes, bytesOut)))) {
-      // Discarded unread: destroying it emits an abort error nobody else listens for.
-      response.body.on('error', () => {});
-      response.body.destroy();
+      // Discarded unread.
+      exchange.abort();
       return;
     }
 
@@ -390,23 +383,16 @@ export function createRequestHandler(deps: HandlerDeps) {
     const multipart = ok ? follow?.multipartStart : undefined;
     res.off('close', onClientGone);
     res.writeHead(response.statusCode, headers);
-    let received = 0;
-    response.body.once('error', (err) => {
-      metrics.upstreamErrors.inc({ upstream: upstream.name, kind: 'reset' });
-      logger.warn({ upstream: upstream.name, decision_id: id, err: errorSummary(err) }, 'upstream response failed mid-body');
-      res.destroy();
-    });
     res.once('close', () => {
-      metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'in' }, received);
-      if (!res.writableFinished) response.body.destroy();
+      metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'in' }, exchange.received);
+      if (!res.writableFinished) exchange.abort();
     });
     if (multipart !== undefined) {
       // CreateMultipartUpload: the UploadId must be stored before the client
       // can read it (its parts may reach another replica at once), and with a
       // Content-Length the last byte completes the response: hold the small
       // XML answer back until the upload is stored.
-      const held = await readBounded(response.body, HELD_RESPONSE_BYTES);
-      received += held.bytes.length;
+      const held = await exchange.collect(HELD_RESPONSE_BYTES);
       if (held.ok) {
         await rememberUpload(plan, multipart, held.bytes.toString('utf8', 0, Math.min(held.bytes.length, UPLOAD_ID_TAP_BYTES)), id);
         res.end(held.bytes);
@@ -419,10 +405,10 @@ export function createRequestHandler(deps: HandlerDeps) {
       // Far larger than any such answer: passed on as it is; its parts will meet an unknown upload.
       res.write(held.bytes);
     }
-    response.body.on('data', (chunk: Buffer) => {
-      received += chunk.length;
+    exchange.pipe(res, (err) => {
+      metrics.upstreamErrors.inc({ upstream: upstream.name, kind: 'reset' });
+      logger.warn({ upstream: upstream.name, decision_id: id, err: errorSummary(err) }, 'upstream response failed mid-body');
     });
-    response.body.pipe(res);
   }
 
   /** What an S3 response teaches about the bucket's region (discovery upstreams only); never waits. */

@@ -86,11 +86,21 @@ export class PinnedPools {
 
   /** Send a request to the upstream at exactly `address`, with the upstream's TLS name whatever the Host header says. */
   request(upstream: URL, address: string, options: Dispatcher.RequestOptions<null>): Promise<Dispatcher.ResponseData<null>> {
+    return this.pool(upstream, address).request(this.named(upstream, options));
+  }
+
+  /** As `request`, with a handler that takes the response as it arrives. */
+  dispatch(upstream: URL, address: string, options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return this.pool(upstream, address).dispatch(this.named(upstream, options), handler);
+  }
+
+  /**
+   * undici derives SNI per request from the Host header unless told; a
+   * preserved client Host must not change the name the certificate is checked against.
+   */
+  private named<T extends Dispatcher.DispatchOptions>(upstream: URL, options: T): T {
     const servername = this.factsOf(upstream).servername;
-    // undici derives SNI per request from the Host header unless told; a
-    // preserved client Host must not change the name the certificate is checked against.
-    const withName = servername === undefined ? options : ({ ...options, servername } as Dispatcher.RequestOptions<null>);
-    return this.pool(upstream, address).request(withName);
+    return servername === undefined ? options : { ...options, servername };
   }
 
   get size(): number {

@@ -56,6 +56,8 @@ function errorName(e: ErrorDetails): ErrorName {
       return 'POLICY_BLOCK';
     case 404:
       return 'NO_ROUTE';
+    case 500:
+      return 'CANNOT_DECIDE';
     case 502:
       return e.code === 'upstream_reset' ? 'UPSTREAM_RESET' : 'UPSTREAM_UNREACHABLE';
     case 503:

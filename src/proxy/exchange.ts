@@ -1,0 +1,156 @@
+import type { ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { BoundedBody } from '../location/request/create-bucket.js';
+
+export interface ResponseHead {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** Where body chunks go once someone takes the body: false from `data` pauses the upstream. */
+interface Consumer {
+  data(chunk: Buffer): boolean;
+  end(): void;
+  error(err: Error): void;
+}
+
+/** Why the proxy cancelled an exchange (the client left, or the response was discarded). */
+export class ExchangeAbortedError extends Error {
+  readonly code = 'RESIDENCY_EXCHANGE_ABORTED';
+  constructor() {
+    super('the forwarded request was cancelled');
+    this.name = 'ExchangeAbortedError';
+  }
+}
+
+/**
+ * One forwarded request's upstream response, delivered to the client without
+ * an intermediate stream: undici calls in with the head and each body chunk,
+ * and chunks are written straight to the client's response, with
+ * backpressure (undici stops reading the upstream socket while the client is
+ * slow). The upstream is paused after the head until the caller has
+ * recorded the decision and takes the body (`pipe`, `collect`) or drops it
+ * (`abort`).
+ */
+export class UpstreamExchange implements Dispatcher.DispatchHandler {
+  /** Resolves with the final (non-1xx) head; rejects when the request fails before one arrives. */
+  readonly head: Promise<ResponseHead>;
+  /** Body bytes received from the upstream so far. */
+  received = 0;
+  /** The proxy cancelled it (`abort`). */
+  aborted = false;
+
+  private controller: Dispatcher.DispatchController | null = null;
+  private resolveHead!: (head: ResponseHead) => void;
+  private rejectHead!: (err: Error) => void;
+  private headSeen = false;
+  private consumer: Consumer | null = null;
+  /** What arrived while nobody had taken the body (normally nothing: the upstream is paused). */
+  private early: Buffer[] = [];
+  private ended = false;
+  private failure: Error | null = null;
+
+  constructor() {
+    this.head = new Promise<ResponseHead>((resolve, reject) => {
+      this.resolveHead = resolve;
+      this.rejectHead = reject;
+    });
+    // The caller may stop listening (an early abort); a rejection nobody awaits must not crash the process.
+    this.head.catch(() => {});
+  }
+
+  /** Cancel: before the head, `head` rejects; after, the upstream connection is dropped. */
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.controller?.abort(new ExchangeAbortedError());
+  }
+
+  /** Stream the body into the client's response; `onError` hears an upstream failure mid-body (the response is then destroyed). */
+  pipe(res: ServerResponse, onError: (err: Error) => void): void {
+    const resume = () => this.controller?.resume();
+    this.take({
+      data: (chunk) => {
+        if (res.write(chunk)) return true;
+        res.once('drain', resume);
+        return false;
+      },
+      end: () => res.end(),
+      error: (err) => {
+        onError(err);
+        res.destroy();
+      },
+    });
+  }
+
+  /** Read the body up to `limit` bytes (as `readBounded` does for a stream); past the limit the rest stays unread for `pipe`. */
+  collect(limit: number): Promise<BoundedBody> {
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let total = 0;
+      const all = () => (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
+      this.take({
+        data: (chunk) => {
+          chunks.push(chunk);
+          total += chunk.length;
+          if (total <= limit) return true;
+          this.consumer = null;
+          resolve({ ok: false, reason: 'too_large', bytes: all() });
+          return false;
+        },
+        end: () => resolve({ ok: true, bytes: all() }),
+        error: () => resolve({ ok: false, reason: 'aborted', bytes: all() }),
+      });
+    });
+  }
+
+  private take(consumer: Consumer): void {
+    this.consumer = consumer;
+    let more = true;
+    while (this.early.length > 0 && this.consumer === consumer) more = consumer.data(this.early.shift()!);
+    // `collect` stopped at its limit: the rest waits for the next consumer.
+    if (this.consumer !== consumer) return;
+    if (this.failure !== null) consumer.error(this.failure);
+    else if (this.ended) consumer.end();
+    else if (more) this.controller?.resume();
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.aborted) controller.abort(new ExchangeAbortedError());
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    // 1xx (a 100 Continue the upstream sent anyway): informational, not the answer.
+    if (statusCode < 200) return;
+    this.headSeen = true;
+    // Held until the decision is recorded and someone takes the body.
+    controller.pause();
+    this.resolveHead({ statusCode, headers });
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.received += chunk.length;
+    const consumer = this.consumer;
+    if (consumer === null) {
+      this.early.push(chunk);
+      controller.pause();
+    } else if (!consumer.data(chunk)) {
+      controller.pause();
+    }
+  }
+
+  onResponseEnd(): void {
+    this.ended = true;
+    this.consumer?.end();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (!this.headSeen) {
+      this.rejectHead(err);
+      return;
+    }
+    this.failure = err;
+    this.consumer?.error(err);
+  }
+}
