@@ -19,7 +19,7 @@ import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
 import { UpstreamExchange, type ResponseHead } from './exchange.js';
 import { classifyFailure, countingBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
-import { connectionTokens, isHopByHop } from './hygiene.js';
+import { isHopByHop, namedByConnection } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { multipartKey, type Decided, type Found, type Planner, type Prepared } from './plan.js';
 import { errorResponse, type ErrorDetails } from './refuse.js';
@@ -514,7 +514,7 @@ function storedLocation(plan: Decided, bucket: string | null): StoredLocation {
 export function forwardHeaders(req: IncomingMessage, route: Pick<RouteMatch, 'upstream' | 'targetHost'>): string[] {
   const upstream = route.upstream;
   const raw = req.rawHeaders;
-  const named = req.headers.connection === undefined ? null : new Set(connectionTokens(req.headers.connection));
+  const named = namedByConnection(req.headers.connection);
   const out: string[] = [];
   let forwardedFor: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
@@ -548,7 +548,7 @@ export function responseHeaders(
   action: 'allow' | 'block',
   id: string,
 ): Record<string, string | string[]> {
-  const named = headers.connection === undefined ? null : new Set(connectionTokens(headers.connection));
+  const named = namedByConnection(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const value = headers[name];

@@ -290,6 +290,18 @@ export function isHopByHop(name: string): boolean {
   return HOP_BY_HOP.has(name);
 }
 
+/**
+ * The extra fields a Connection header names for removal (beyond the
+ * hop-by-hop ones, which always go; `close` is an option, not a field); null
+ * when it names none, as the usual `keep-alive` or `close` does (checked
+ * first: nearly every response carries one).
+ */
+export function namedByConnection(value: string | string[] | undefined): Set<string> | null {
+  if (value === undefined || value === 'keep-alive' || value === 'close') return null;
+  const named = connectionTokens(value).filter((token) => token !== 'close' && !HOP_BY_HOP.has(token));
+  return named.length === 0 ? null : new Set(named);
+}
+
 /** Lower-cased, trimmed field names listed in Connection header(s). */
 export function connectionTokens(value: string | string[] | undefined): string[] {
   if (value === undefined) return [];

@@ -3,7 +3,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage } from 'node:http';
-import { checkRequest, connectionTokens, isHopByHop } from '../../src/proxy/hygiene.js';
+import { checkRequest, connectionTokens, isHopByHop, namedByConnection } from '../../src/proxy/hygiene.js';
 import type { Refusal } from '../../src/proxy/hygiene.js';
 
 const MAX_HEADERS = 8;
@@ -380,5 +380,19 @@ describe('connectionTokens', () => {
     [[], []],
   ])('%j', (value, expected) => {
     expect(connectionTokens(value)).toEqual(expected);
+  });
+});
+
+describe('namedByConnection', () => {
+  it.each<[string | string[] | undefined, string[] | null]>([
+    [undefined, null],
+    ['keep-alive', null],
+    ['close', null],
+    ['Keep-Alive, Upgrade', null],
+    ['keep-alive, X-Secret', ['x-secret']],
+    [['close', 'X-A, x-b'], ['x-a', 'x-b']],
+  ])('%j', (value, expected) => {
+    const named = namedByConnection(value);
+    expect(named === null ? null : [...named]).toEqual(expected);
   });
 });
