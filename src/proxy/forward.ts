@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Dispatcher, Pool, type buildConnector } from 'undici';
@@ -25,7 +26,7 @@ export interface ForwardRequest {
   /** Flat [name, value, name, value …] list, hop-by-hop headers already removed. */
   headers: string[];
   /** Streamed, or (a create-bucket body the proxy inspected) exactly these bytes. */
-  body: AsyncIterable<Buffer> | Buffer | null;
+  body: RequestBody | Buffer | null;
 }
 
 export type ForwardFailure = 'upstream_unreachable' | 'upstream_timeout' | 'upstream_reset' | 'client_aborted' | 'upstream_unresolved';
@@ -188,7 +189,7 @@ export class Forwarder {
       method: req.method as Dispatcher.HttpMethod,
       path: req.path,
       headers: req.headers,
-      // undici streams async iterables with backpressure (its types only list Readable).
+      // undici streams it with backpressure (its types only list Readable).
       body: req.body as Readable | Buffer | null,
       // A refused or failed write must not be retried with a body we no longer have.
       idempotent: false,
@@ -279,12 +280,87 @@ export function classifyFailure(err: unknown, clientAborted: boolean): ForwardFa
   }
 }
 
-/** The request body as an async iterable that counts bytes as they pass. */
-export async function* countingBody(src: IncomingMessage, counter: { bytes: number }): AsyncGenerator<Buffer> {
-  // When undici stops early (upstream reset, timeout), leave the request
-  // alive: destroying it would destroy the client's socket before the 502.
-  for await (const chunk of src.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    counter.bytes += chunk.length;
-    yield chunk;
+/**
+ * The client's request body as undici reads it: a stream-shaped view of the
+ * IncomingMessage that counts bytes as they pass. When undici stops early
+ * (upstream reset, timeout) it destroys its body; destroying the view only
+ * detaches it, so the request (and the client's socket, which still has to
+ * carry the 502) stays alive. Lighter than an async iterator: no promise
+ * per chunk.
+ */
+export class RequestBody extends EventEmitter {
+  bytes = 0;
+  destroyed = false;
+  readableEnded = false;
+  errored: Error | null = null;
+  private flowing = false;
+
+  constructor(private readonly req: IncomingMessage) {
+    super();
+    req.once('end', this.onEnd);
+    req.once('error', this.onError);
+    req.once('close', this.onClose);
+  }
+
+  pause(): void {
+    this.req.pause();
+  }
+
+  /** undici resumes its body once its listeners are on: only then may the request flow (bytes must not pass unseen). */
+  resume(): void {
+    if (this.destroyed) return;
+    if (!this.flowing) {
+      this.flowing = true;
+      this.req.on('data', this.onData);
+    }
+    this.req.resume();
+  }
+
+  /** Only there because undici tells streams by it; nothing pipes this view. */
+  pipe(): never {
+    throw new Error('RequestBody is read through its events');
+  }
+
+  /** What undici calls when it is done with the body (also after its end). */
+  destroy(err?: Error): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    if (err) this.errored = err;
+    if (this.readableEnded) return;
+    this.detach();
+    // Unread body bytes stay where they are: the answer's linger or drain deals with them.
+    this.req.pause();
+  }
+
+  private readonly onData = (chunk: Buffer) => {
+    this.bytes += chunk.length;
+    this.emit('data', chunk);
+  };
+
+  private readonly onEnd = () => {
+    this.readableEnded = true;
+    this.detach();
+    this.emit('end');
+  };
+
+  private readonly onError = (err: Error) => {
+    this.errored = err;
+    this.detach();
+    this.emit('error', err);
+  };
+
+  /** The request closed before its end: the client went away mid-body. */
+  private readonly onClose = () => {
+    if (this.readableEnded || this.destroyed) return;
+    this.destroyed = true;
+    this.detach();
+    this.emit('close');
+  };
+
+  private detach(): void {
+    this.req.off('data', this.onData);
+    this.req.off('end', this.onEnd);
+    this.req.off('error', this.onError);
+    this.req.off('close', this.onClose);
   }
 }

@@ -18,7 +18,7 @@ import type { StoredLocation } from '../location/request/uploads.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
 import { UpstreamExchange, type ResponseHead } from './exchange.js';
-import { classifyFailure, countingBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
+import { classifyFailure, RequestBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
 import { isHopByHop, namedByConnection } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { multipartKey, type Decided, type Found, type Planner, type Prepared } from './plan.js';
@@ -316,15 +316,12 @@ export function createRequestHandler(deps: HandlerDeps) {
     const unresolved = plan.network !== null && address === null;
     // The decision is taken: only now may the client start sending the body (RFC 9110 §10.1.1).
     if (hasBody && !inspected.continued && !unresolved && isExpectContinue(req.headers)) res.writeContinue();
-    const sent = { bytes: 0 };
     // A create-bucket body was read to decide: forward exactly those bytes, headers unchanged.
-    let body: AsyncIterable<Buffer> | Buffer | null = null;
-    if (inspected.body !== null) {
-      body = inspected.body;
-      sent.bytes = inspected.body.length;
-    } else if (hasBody && inspected.created === null) {
-      body = countingBody(req, sent);
-    }
+    let body: RequestBody | Buffer | null = null;
+    if (inspected.body !== null) body = inspected.body;
+    else if (hasBody && inspected.created === null) body = new RequestBody(req);
+    /** Request body bytes sent upstream so far. */
+    const sentBytes = () => (body === null ? 0 : body instanceof RequestBody ? body.bytes : body.length);
     const exchange = new UpstreamExchange();
     // The client gone before its answer: stop the upstream request too.
     const onClientGone = () => {
@@ -342,10 +339,10 @@ export function createRequestHandler(deps: HandlerDeps) {
       res.off('close', onClientGone);
       const failure = classifyFailure(err, exchange.aborted || (req.destroyed && !req.complete));
       metrics.upstreamErrors.inc({ upstream: upstream.name, kind: FAILURE_KIND[failure] });
-      metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sent.bytes);
+      metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sentBytes());
       logger.warn({ upstream: upstream.name, decision_id: id, failure, err: errorSummary(err) }, 'forwarding failed');
       const status = FAILURE_STATUS[failure];
-      if (!(await record(entry(status, sent.bytes, null, failure)))) return;
+      if (!(await record(entry(status, sentBytes(), null, failure)))) return;
       if (failure === 'client_aborted') return;
       sendError(req, res, upstream, {
         status,
@@ -356,13 +353,13 @@ export function createRequestHandler(deps: HandlerDeps) {
       }, decisionHeaders(decision.action, id));
       return;
     }
-    metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sent.bytes);
+    metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sentBytes());
     const follow = plan.follow;
     const ok = response.statusCode >= 200 && response.statusCode < 300;
 
     const declaredLength = response.headers['content-length'];
     const bytesOut = typeof declaredLength === 'string' && /^\d+$/.test(declaredLength) ? Number(declaredLength) : null;
-    if (!(await record(entry(response.statusCode, sent.bytes, bytesOut)))) {
+    if (!(await record(entry(response.statusCode, sentBytes(), bytesOut)))) {
       // Discarded unread.
       exchange.abort();
       return;
