@@ -76,7 +76,11 @@ export function sha256Hex(text: string | Uint8Array): string {
  * re-serialises it.
  */
 export function sealRecord(unsealed: object): { line: string; hash: string } {
-  const canonical = canonicalJson(unsealed);
+  return sealCanonical(canonicalJson(unsealed));
+}
+
+/** sealRecord from a record's canonical text (however it was produced). */
+export function sealCanonical(canonical: string): { line: string; hash: string } {
   const hash = sha256Hex(canonical);
   return { line: `${canonical.slice(0, -1)},"hash":"${hash}"}`, hash };
 }

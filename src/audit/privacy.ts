@@ -71,10 +71,32 @@ export function clientMasker(
 ): (address: string) => string {
   const mode = config.client_address;
   if (mode === 'full') return (address) => address;
-  if (mode === 'truncate') return (address) => maskClient(address, 'truncate');
+  if (mode === 'truncate') return cachedMasker((address) => maskClient(address, 'truncate'));
   const salt = env[config.client_salt_env];
   if (!salt) {
     throw new DecisionLogError(DecisionLogCodes.KEY, `client_address: hash needs a salt in the environment variable ${config.client_salt_env}`);
   }
-  return (address) => maskClient(address, 'hash', salt);
+  return cachedMasker((address) => maskClient(address, 'hash', salt));
+}
+
+/** Addresses a masker remembers: plenty for the clients a proxy sees at once. */
+export const MASK_CACHE_SIZE = 4096;
+
+/**
+ * `mask` with its results remembered: a returning client costs a Map lookup
+ * instead of an HMAC. Bounded: when full the cache is emptied and refills
+ * with the clients still active, so hostile clients cycling addresses cannot
+ * grow it.
+ */
+export function cachedMasker(mask: (address: string) => string, size = MASK_CACHE_SIZE): (address: string) => string {
+  const cache = new Map<string, string>();
+  return (address) => {
+    let masked = cache.get(address);
+    if (masked === undefined) {
+      masked = mask(address);
+      if (cache.size >= size) cache.clear();
+      cache.set(address, masked);
+    }
+    return masked;
+  };
 }

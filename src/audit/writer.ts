@@ -24,12 +24,13 @@ import {
 import { open as openAsync, rename as renameAsync } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Operation } from '../config/schema.js';
-import { GENESIS_HASH, recordHash, sealRecord } from './canonical.js';
+import { GENESIS_HASH, recordHash } from './canonical.js';
 import { sealDigest, serialiseDigest, type Digest, type DigestBody, type SealReason } from './digest.js';
 import { DecisionLogCodes, DecisionLogError, describeError } from './errors.js';
 import { digestPath, listRotated, logLayout, rotatedPath, type LogLayout } from './files.js';
 import { readFirstLine, readTail } from './lines.js';
 import { RECORD_VERSION, type DecisionRecord, type DecisionSink, type LogEntry } from './record.js';
+import { sealEntry } from './serialise.js';
 
 /** The file operations on the write path, injectable so tests can fail them. */
 export interface FileOps {
@@ -38,7 +39,11 @@ export interface FileOps {
   fdatasync(fd: number): Promise<void>;
   ftruncate(fd: number, length: number): Promise<void>;
   fstat(fd: number): Promise<FileIdentity & { size: number }>;
-  stat(path: string): Promise<FileIdentity & { size: number }>;
+  /**
+   * Asynchronous on purpose: a hung filesystem must stall the log, not the
+   * event loop (refusals, /readyz and metrics keep answering).
+   */
+  stat(path: string): Promise<FileIdentity>;
   close(fd: number): Promise<void>;
 }
 
@@ -556,8 +561,8 @@ class DurableLog implements DecisionLog {
   private enqueue(entry: LogEntry, detached = false): Promise<void> {
     const prev = this.assigned.hash;
     const seq = this.assigned.seq + 1;
-    const unsealed = { ...entry, v: RECORD_VERSION, seq, replica: this.replica, prev };
-    const { line, hash } = sealRecord(unsealed);
+    // Serialised straight from the entry: no merged copy of it per record.
+    const { line, hash } = sealEntry(entry, { v: RECORD_VERSION, seq, replica: this.replica, prev });
     this.assigned = { seq, hash };
     const promise = new Promise<void>((resolve, reject) => {
       this.pending.push({ entry, line, seq, hash, prev, resolve, reject });
@@ -632,13 +637,18 @@ class DurableLog implements DecisionLog {
   private async commit(batch: Item[]): Promise<void> {
     if (this.fd === null) throw new DecisionLogError(DecisionLogCodes.WRITE_FAILED, 'the decision log file is not open');
     // Written records must land in the file auditors read: a moved or replaced file is a failure.
-    const [onDisk, open] = await Promise.all([this.ops.stat(this.layout.active), this.ops.fstat(this.fd)]);
-    if (onDisk.ino !== this.identity!.ino || onDisk.dev !== this.identity!.dev || open.ino !== onDisk.ino) {
+    // `identity` is the open fd's own (taken by fstat whenever this.fd is set, and an open fd keeps
+    // its inode), so comparing the path's stat with it is the whole check: no fstat per batch.
+    const onDisk = await this.ops.stat(this.layout.active);
+    if (onDisk.ino !== this.identity!.ino || onDisk.dev !== this.identity!.dev) {
       throw Object.assign(new Error(`${this.layout.active} was moved or replaced`), { code: 'ESTALE' });
     }
     if (this.rotationDue()) await this.rotateNow(this.active.size >= this.rotateBytes && this.rotateBytes > 0 ? 'size' : 'time');
 
-    const buffer = Buffer.from(`${batch.map((i) => i.line).join('\n')}\n`);
+    // The trailing '' gives the final newline inside join: one flat string, no extra copy.
+    const lines = batch.map((i) => i.line);
+    lines.push('');
+    const buffer = Buffer.from(lines.join('\n'));
     let written = 0;
     while (written < buffer.length) {
       written += await this.ops.write(this.fd, buffer, written, buffer.length - written);

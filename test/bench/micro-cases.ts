@@ -3,8 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { sealRecord, GENESIS_HASH } from '../../src/audit/canonical.js';
+import { GENESIS_HASH } from '../../src/audit/canonical.js';
 import type { DecisionEntry } from '../../src/audit/record.js';
+import { sealEntry } from '../../src/audit/serialise.js';
 import { createDecisionLog } from '../../src/audit/writer.js';
 import { buildPlanner, parseConfigText } from '../../src/load.js';
 import { GeoIp } from '../../src/location/geoip.js';
@@ -104,7 +105,8 @@ export async function microCases(): Promise<MicroSetup> {
   await locator.ready('127.0.0.1');
   if (locator.locate('127.0.0.1') === 'pending') throw new Error('network locator: 127.0.0.1 still pending after ready()');
 
-  const unsealed = { ...sampleEntry(), v: 1, seq: 1, replica: 'bench', prev: GENESIS_HASH };
+  const entry = sampleEntry();
+  const chain = { v: 1, seq: 1, replica: 'bench', prev: GENESIS_HASH };
   const N = 1000;
   const loop = (body: () => unknown) => () => {
     for (let i = 0; i < N; i++) sink = body();
@@ -118,7 +120,7 @@ export async function microCases(): Promise<MicroSetup> {
     { name: 'Planner.plan small PUT (full policy + shadow)', inner: N, fn: loop(() => fullPlanner.plan(put)) },
     { name: 'parseS3Host virtual-hosted', inner: N, fn: loop(() => parseS3Host('bench-bucket.s3.eu-west-1.amazonaws.com')) },
     { name: 'cached network location (NetworkLocator.locate, warm)', targetNs: 2_000, inner: N, fn: loop(() => locator.locate('127.0.0.1')) },
-    { name: 'decision record serialise + SHA-256 (sealRecord)', targetNs: 5_000, inner: 100, fn: () => loop100(() => sealRecord(unsealed)) },
+    { name: 'decision record serialise + SHA-256 (sealEntry)', targetNs: 5_000, inner: 100, fn: () => loop100(() => sealEntry(entry, chain)) },
   ];
   return {
     cases,

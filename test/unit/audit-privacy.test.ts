@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { DecisionLogCodes } from '../../src/audit/errors.js';
-import { clientMasker, maskClient } from '../../src/audit/privacy.js';
+import { cachedMasker, clientMasker, MASK_CACHE_SIZE, maskClient } from '../../src/audit/privacy.js';
 
 describe('maskClient', () => {
   it('full keeps the address', () => {
@@ -50,5 +50,60 @@ describe('clientMasker', () => {
   it('truncate and full need no salt', () => {
     expect(clientMasker({ client_address: 'truncate', client_salt_env: 'X' }, {})('10.1.2.3')).toBe('10.1.2.0/24');
     expect(clientMasker({ client_address: 'full', client_salt_env: 'X' }, {})('10.1.2.3')).toBe('10.1.2.3');
+  });
+});
+
+describe('cachedMasker', () => {
+  const addresses = ['203.0.113.77', '198.51.100.9', '::ffff:198.51.100.9', '2001:db8::1', 'fe80::1%eth0', 'not-an-ip', ''];
+
+  it('gives what the uncached masking gives, the first time and when repeated (hash and truncate)', () => {
+    const hash = clientMasker({ client_address: 'hash', client_salt_env: 'S' }, { S: 'salt-1' });
+    const truncate = clientMasker({ client_address: 'truncate', client_salt_env: 'S' }, {});
+    for (let round = 0; round < 3; round++) {
+      for (const a of addresses) {
+        expect(hash(a)).toBe(maskClient(a, 'hash', 'salt-1'));
+        expect(truncate(a)).toBe(maskClient(a, 'truncate'));
+      }
+    }
+  });
+
+  it('computes a repeated address once', () => {
+    let calls = 0;
+    const mask = cachedMasker((a) => {
+      calls++;
+      return `m:${a}`;
+    });
+    for (let i = 0; i < 100; i++) expect(mask('10.0.0.1')).toBe('m:10.0.0.1');
+    expect(calls).toBe(1);
+  });
+
+  it('stays bounded: a flood of distinct addresses never holds more than the bound', () => {
+    let calls = 0;
+    const mask = cachedMasker((a) => {
+      calls++;
+      return a;
+    });
+    const flood = Array.from({ length: 3 * MASK_CACHE_SIZE }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    for (const a of flood) mask(a);
+    expect(calls).toBe(flood.length);
+    // Asking again for all of them: whatever the cache kept is at most MASK_CACHE_SIZE, the rest is computed again.
+    calls = 0;
+    for (const a of flood) mask(a);
+    expect(calls).toBeGreaterThanOrEqual(flood.length - MASK_CACHE_SIZE);
+  });
+
+  it('honours a smaller bound', () => {
+    let calls = 0;
+    const mask = cachedMasker((a) => {
+      calls++;
+      return a;
+    }, 2);
+    mask('a');
+    mask('b');
+    mask('a');
+    expect(calls).toBe(2);
+    mask('c'); // full: cleared, then c
+    mask('a');
+    expect(calls).toBe(4);
   });
 });

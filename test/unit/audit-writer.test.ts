@@ -303,6 +303,35 @@ describe('durable decision log: failures', () => {
     expect(now[0]!.prev).toBe(moved[0]!.hash);
   });
 
+  it('a replaced active file (same path, another inode) is a failure; nothing is written to the impostor', async () => {
+    const log = make();
+    await log.write(sampleEntry(0));
+    renameSync(path, join(dir, 'original.log'));
+    writeFileSync(path, '');
+    await expect(log.write(sampleEntry(1))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
+    expect(readFileSync(path, 'utf8')).toBe('');
+    expect(records(join(dir, 'original.log')).map((r) => r.seq)).toEqual([1]);
+  });
+
+  it('checks the path once per batch with a stat, and never fstats the open file on the write path', async () => {
+    const counts = { stat: 0, fstat: 0 };
+    const ops: FileOps = {
+      ...nodeFileOps,
+      stat(p) {
+        counts.stat++;
+        return nodeFileOps.stat(p);
+      },
+      async fstat(fd) {
+        counts.fstat++;
+        return nodeFileOps.fstat(fd);
+      },
+    };
+    const log = make({ fileOps: ops });
+    for (let i = 0; i < 5; i++) await log.write(sampleEntry(i));
+    expect(counts).toEqual({ stat: 5, fstat: 0 });
+    expect((await verifyLogs([dir])).ok).toBe(true);
+  });
+
   it('fail_open operations are answered while the log is down and written, in order, once it is back', async () => {
     const { ops, state } = faultyOps();
     const log = make({ fileOps: ops, failOpen: ['read'] });
