@@ -80,13 +80,16 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     );
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // A request Node's parser could not read: answer once if the socket still takes it, then close.
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+    // A request Node's parser could not read: answer once, then close. As
+    // Node itself does, never when a response has started on this socket
+    // (the answer would corrupt it).
+    const inProgress = (socket as Socket & { _httpMessage?: { headersSent: boolean } | null })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || inProgress?.headersSent) {
       socket.destroy();
       return;
     }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
-    const code = status === 431 ? 'headers_too_large' : 'malformed_request';
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
+    const code = status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'malformed_request';
     metrics.rejectedRequests.inc({ code });
     const out = errorResponse(null, { status, code, title: http.STATUS_CODES[status]!, detail: 'the request could not be parsed as HTTP/1.1' });
     const head = Object.entries(out.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');

@@ -687,6 +687,18 @@ describe('residency proxy over real sockets', () => {
       expect(totalUpstreamRequests()).toBe(before);
       expect(newRecords()).toHaveLength(0);
     });
+
+    it('answers-what-the-http-parser-cannot-read-with-a-problem-400-and-closes', async () => {
+      newRecords();
+      const before = totalUpstreamRequests();
+      const res = await rawRequest(proxy.port, 'PUT /us/b/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nBad Header Name: x\r\n\r\nhello');
+      expect(res.status).toBe(400);
+      expect(header(res, 'x-residency-error')).toEqual(['RESIDENCY_ERR_BAD_REQUEST']);
+      expect(header(res, 'connection')).toEqual(['close']);
+      expect(JSON.parse(res.body)).toMatchObject({ status: 400, type: 'https://residency-proxy.dev/problems/malformed_request' });
+      expect(totalUpstreamRequests()).toBe(before);
+      expect(newRecords()).toHaveLength(0);
+    });
   });
 
   describe('upstream failures', () => {
