@@ -1,4 +1,4 @@
-// The "same stack, no policy" peer: Fastify 5 + @fastify/http-proxy (undici
+// The "bare" peer (a Node reverse proxy, no policy): Fastify 5 + @fastify/http-proxy (undici
 // via @fastify/reply-from) with defaults, logging off. Run as a child:
 // node bare-proxy-child.js http://127.0.0.1:UPSTREAM_PORT
 import httpProxy from '@fastify/http-proxy';
