@@ -403,6 +403,8 @@ export function createRequestHandler(deps: HandlerDeps) {
       res.write(held.bytes);
     }
     exchange.pipe(res, (err) => {
+      // The client left (its response is gone already): not the upstream's failure.
+      if (exchange.aborted) return;
       metrics.upstreamErrors.inc({ upstream: upstream.name, kind: 'reset' });
       logger.warn({ upstream: upstream.name, decision_id: id, err: errorSummary(err) }, 'upstream response failed mid-body');
     });

@@ -778,6 +778,26 @@ describe('residency proxy over real sockets', () => {
       expect(records[0]!.bytes_in).toBeGreaterThan(0);
       expect(records[0]!.bytes_in).toBeLessThanOrEqual(MiB);
     });
+
+    it('a-client-leaving-mid-download-is-not-counted-as-an-upstream-reset', async () => {
+      const resets = async () =>
+        (await proxy.app.metrics.upstreamErrors.get()).values.find((v) => v.labels.upstream === 'us' && v.labels.kind === 'reset')?.value ?? 0;
+      const before = await resets();
+      const closed = new Promise<void>((resolve) => {
+        const req = httpRequest({ host: '127.0.0.1', port: proxy.port, path: '/us/bucket/download', agent: false }, (res) => {
+          res.once('data', () => req.destroy());
+          res.on('error', () => {});
+          res.on('close', () => resolve());
+        });
+        req.on('error', () => {});
+        req.end();
+      });
+      await closed;
+      // The proxy sees the close on its side, then drops the upstream response.
+      await us.waitFor(() => us.requests.at(-1)?.url.endsWith('/download') === true);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(await resets()).toBe(before);
+    });
   });
 
   describe('reads to a non-US upstream', () => {
