@@ -1,5 +1,5 @@
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -19,6 +19,23 @@ function make(options: Partial<DecisionLogOptions> = {}): DecisionLog {
   const log = createDecisionLog({ path, replica: 'r1', probeMs: 20, ...options });
   open.push(log);
   return log;
+}
+
+/** The open flags of this process's descriptor for `file`, from /proc (Linux). */
+function activeFileFlags(file: string): number {
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== file) continue;
+    const info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+    const octal = /^flags:\s+([0-7]+)$/m.exec(info);
+    if (octal) return parseInt(octal[1]!, 8);
+  }
+  throw new Error(`${file} is not open in this process`);
 }
 
 function records(file = path): DecisionRecord[] {
@@ -67,7 +84,7 @@ afterEach(async () => {
 });
 
 describe('durable decision log: group commit', () => {
-  it('resolves every write only after the fsync covering it, with few fsyncs for many writes', async () => {
+  it('durability fdatasync: resolves every write only after the fsync covering it, with few fsyncs for many writes', async () => {
     const { ops, state } = faultyOps();
     let syncedThrough = 0;
     const tracking: FileOps = {
@@ -77,7 +94,7 @@ describe('durable decision log: group commit', () => {
         syncedThrough = Math.max(syncedThrough, records().at(-1)?.seq ?? 0);
       },
     };
-    const log = make({ fileOps: tracking, flushMs: 2 });
+    const log = make({ fileOps: tracking, flushMs: 2, durability: 'fdatasync' });
     const resolvedBeforeSync: number[] = [];
     await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
@@ -90,6 +107,35 @@ describe('durable decision log: group commit', () => {
     expect(state.syncs).toBeGreaterThanOrEqual(1);
     expect(state.syncs).toBeLessThan(20);
     expect(log.committedSeq()).toBe(500);
+  });
+
+  it('durability o_dsync (the default): the active file is opened O_DSYNC, each write resolves only after the write(2) covering it returned, and no batch calls fdatasync', async () => {
+    const { ops, state } = faultyOps();
+    let writtenThrough = 0;
+    const tracking: FileOps = {
+      ...ops,
+      async write(fd, buffer, offset, length) {
+        const n = await ops.write(fd, buffer, offset, length);
+        writtenThrough = Math.max(writtenThrough, records().at(-1)?.seq ?? 0);
+        return n;
+      },
+    };
+    const log = make({ fileOps: tracking, flushMs: 2 });
+    const resolvedBeforeWrite: number[] = [];
+    await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        log.write(sampleEntry(i)).then(() => {
+          if (writtenThrough < i + 1) resolvedBeforeWrite.push(i + 1);
+        }),
+      ),
+    );
+    expect(resolvedBeforeWrite).toEqual([]);
+    expect(state.writes).toBeGreaterThanOrEqual(1);
+    expect(state.writes).toBeLessThan(20);
+    expect(state.syncs).toBe(0);
+    // The kernel's own view of the open file: O_DSYNC (octal 010000) among its flags.
+    const flags = activeFileFlags(path);
+    expect(flags & 0o10000).toBe(0o10000);
   });
 
   it('chains seq and prev from the genesis hash, hash over the canonical record, line = canonical + hash', async () => {
@@ -277,9 +323,9 @@ describe('durable decision log: failures', () => {
     expect(all[1]!.id).toBe(sampleEntry(4).id);
   });
 
-  it('an fsync error fails the batch and everything queued behind it', async () => {
+  it('durability fdatasync: an fsync error fails the batch and everything queued behind it', async () => {
     const { ops, state } = faultyOps();
-    const log = make({ fileOps: ops, flushMs: 0 });
+    const log = make({ fileOps: ops, flushMs: 0, durability: 'fdatasync' });
     await log.write(sampleEntry(0));
     state.failSync = 'EIO';
     const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => log.write(sampleEntry(i + 1))));
