@@ -1,19 +1,11 @@
 import { hash as oneShotHash } from 'node:crypto';
+import { boundedMemo } from './memo.js';
 
 /** `prev` of the very first record of a log: 64 zeros. */
 export const GENESIS_HASH = '0'.repeat(64);
 
-const quotedKeys = new Map<string, string>();
-
-function quoteKey(key: string): string {
-  let quoted = quotedKeys.get(key);
-  if (quoted === undefined) {
-    quoted = JSON.stringify(key);
-    // Record keys are a small fixed set; the bound keeps hostile input from growing the cache.
-    if (quotedKeys.size < 1024) quotedKeys.set(key, quoted);
-  }
-  return quoted;
-}
+/** Record keys are a small fixed set; the bound keeps hostile input from growing the cache. */
+const quoteKey = boundedMemo((key) => JSON.stringify(key), 1024);
 
 /**
  * The canonical form hashed into every record and digest:
@@ -34,15 +26,7 @@ export function canonicalJson(value: unknown): string {
     if (typeof value === 'number' && !Number.isFinite(value)) return 'null';
     return JSON.stringify(value) ?? 'null';
   }
-  if (Array.isArray(value)) {
-    let out = '[';
-    for (let i = 0; i < value.length; i++) {
-      if (i > 0) out += ',';
-      const item: unknown = value[i];
-      out += item === undefined ? 'null' : canonicalJson(item);
-    }
-    return `${out}]`;
-  }
+  if (Array.isArray(value)) return arrayJson(value, canonicalJson);
   let keys = Object.keys(value);
   // Lines read back from a log are already sorted: skip the sort then (verification is the hot path).
   for (let i = 1; i < keys.length; i++) {
@@ -61,6 +45,17 @@ export function canonicalJson(value: unknown): string {
     out += `${quoteKey(key)}:${canonicalJson(item)}`;
   }
   return `${out}}`;
+}
+
+/** `[…]` with each item written by `write`; `undefined` items as null (as JSON.stringify). */
+export function arrayJson(items: readonly unknown[], write: (item: unknown) => string): string {
+  let out = '[';
+  for (let i = 0; i < items.length; i++) {
+    if (i > 0) out += ',';
+    const item = items[i];
+    out += item === undefined ? 'null' : write(item);
+  }
+  return `${out}]`;
 }
 
 export function sha256Hex(text: string | Uint8Array): string {

@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { DecisionLogCodes, DecisionLogError } from './errors.js';
+import { boundedMemo } from './memo.js';
 
 export type ClientAddressMode = 'full' | 'truncate' | 'hash';
 
@@ -82,21 +83,7 @@ export function clientMasker(
 /** Addresses a masker remembers: plenty for the clients a proxy sees at once. */
 export const MASK_CACHE_SIZE = 4096;
 
-/**
- * `mask` with its results remembered: a returning client costs a Map lookup
- * instead of an HMAC. Bounded: when full the cache is emptied and refills
- * with the clients still active, so hostile clients cycling addresses cannot
- * grow it.
- */
+/** `mask` with its results remembered: a returning client costs a Map lookup instead of an HMAC (bounded: boundedMemo). */
 export function cachedMasker(mask: (address: string) => string, size = MASK_CACHE_SIZE): (address: string) => string {
-  const cache = new Map<string, string>();
-  return (address) => {
-    let masked = cache.get(address);
-    if (masked === undefined) {
-      masked = mask(address);
-      if (cache.size >= size) cache.clear();
-      cache.set(address, masked);
-    }
-    return masked;
-  };
+  return boundedMemo(mask, size);
 }

@@ -1,5 +1,6 @@
-import { canonicalJson, sealCanonical } from './canonical.js';
-import type { DecisionRecord, LogEntry } from './record.js';
+import { arrayJson, canonicalJson, sealCanonical } from './canonical.js';
+import { boundedMemo } from './memo.js';
+import { RECORD_VERSION, type DecisionRecord, type LogEntry } from './record.js';
 
 /**
  * The canonical JSON of a chained record, written straight from the entry
@@ -86,18 +87,9 @@ function objectOf(fields: Record<string, Write>): Write {
   };
 }
 
-/** An array whose items have one writer (`undefined` items as null, as canonicalJson). */
+/** An array whose items have one writer. */
 function arrayOf(item: Write): Write {
-  return (value) => {
-    if (!Array.isArray(value)) return canonicalJson(value);
-    let out = '[';
-    for (let i = 0; i < value.length; i++) {
-      if (i > 0) out += ',';
-      const v: unknown = value[i];
-      out += v === undefined ? 'null' : item(v);
-    }
-    return `${out}]`;
-  };
+  return (value) => (Array.isArray(value) ? arrayJson(value, item) : canonicalJson(value));
 }
 
 /** Quote, backslash, controls (which JSON.stringify escapes) and any surrogate (it escapes lone ones): those strings take JSON.stringify. */
@@ -117,23 +109,13 @@ function scalar(value: unknown): string {
   return canonicalJson(value);
 }
 
-const labels = new Map<string, string>();
-
 /**
  * A field whose strings come from the config and policy (upstream, rule,
- * reason, region…): few distinct values, so their JSON text is remembered.
- * Bounded and cleared when full, so even a field fed by clients could not grow it.
+ * reason, region…): few distinct values, so their JSON text is remembered
+ * (bounded, so even a field fed by clients could not grow it).
  */
-function label(value: unknown): string {
-  if (typeof value !== 'string') return scalar(value);
-  let json = labels.get(value);
-  if (json === undefined) {
-    json = scalar(value);
-    if (labels.size >= 1024) labels.clear();
-    labels.set(value, json);
-  }
-  return json;
-}
+const labelText = boundedMemo(scalar, 1024);
+const label: Write = (value) => (typeof value === 'string' ? labelText(value) : scalar(value));
 
 const signal = objectOf({ source: label, value: label, jurisdiction: label, region: label });
 
@@ -196,4 +178,25 @@ export function entryJson(entry: LogEntry, chain: ChainFields): string {
 /** sealRecord({ ...entry, ...chain }), without the merged object: the line to write and its hash. */
 export function sealEntry(entry: LogEntry, chain: ChainFields): { line: string; hash: string } {
   return sealCanonical(entryJson(entry, chain));
+}
+
+/** A place in a log's chain: the last record's seq and hash. */
+export interface ChainPoint {
+  seq: number;
+  hash: string;
+}
+
+/** The record that follows `after` in `replica`'s chain: its line, seq and hash (what both sinks write). */
+export function sealNext(entry: LogEntry, replica: string, after: ChainPoint): { line: string; seq: number; hash: string } {
+  const seq = after.seq + 1;
+  const { line, hash } = sealEntry(entry, { v: RECORD_VERSION, seq, replica, prev: after.hash });
+  return { line, seq, hash };
+}
+
+/** A batch of lines as the bytes to write: each line ends with a newline (`head` goes first). */
+export function linesBuffer(items: readonly { line: string }[], head = ''): Buffer {
+  const lines = items.map((item) => item.line);
+  // The trailing '' gives the final newline inside join: one flat string, no extra copy.
+  lines.push('');
+  return Buffer.from(head + lines.join('\n'));
 }

@@ -1,7 +1,7 @@
 import { writeSync } from 'node:fs';
 import { GENESIS_HASH } from './canonical.js';
-import { RECORD_VERSION, type DecisionSink, type LogEntry } from './record.js';
-import { sealEntry } from './serialise.js';
+import type { DecisionSink, LogEntry } from './record.js';
+import { linesBuffer, sealNext } from './serialise.js';
 
 export interface StdoutSinkOptions {
   replica: string;
@@ -65,10 +65,8 @@ export function createStdoutSink(options: StdoutSinkOptions): DecisionSink {
     const batch = pending;
     pending = [];
     if (batch.length === 0) return;
-    const lines = batch.map((p) => p.line);
-    lines.push('');
     const head = torn ? '\n' : '';
-    const buffer = Buffer.from(head + lines.join('\n'));
+    const buffer = linesBuffer(batch, head);
     const { written: bytes, error } = writeAll(write, buffer);
     if (error === null) {
       torn = false;
@@ -99,8 +97,7 @@ export function createStdoutSink(options: StdoutSinkOptions): DecisionSink {
 
   return {
     write(entry: LogEntry) {
-      const seq = assigned.seq + 1;
-      const { line, hash } = sealEntry(entry, { v: RECORD_VERSION, seq, replica: options.replica, prev: assigned.hash });
+      const { line, seq, hash } = sealNext(entry, options.replica, assigned);
       assigned = { seq, hash };
       const promise = new Promise<void>((resolve, reject) => pending.push({ line, seq, hash, resolve, reject }));
       if (!flushQueued) {

@@ -30,8 +30,8 @@ import { sealDigest, serialiseDigest, type Digest, type DigestBody, type SealRea
 import { DecisionLogCodes, DecisionLogError, describeError } from './errors.js';
 import { digestPath, listRotated, logLayout, rotatedPath, type LogLayout } from './files.js';
 import { readFirstLine, readTail } from './lines.js';
-import { RECORD_VERSION, type DecisionRecord, type DecisionSink, type LogEntry } from './record.js';
-import { sealEntry } from './serialise.js';
+import type { DecisionRecord, DecisionSink, LogEntry } from './record.js';
+import { linesBuffer, sealNext } from './serialise.js';
 
 /** Linux and most Unixes; absent on Windows, where each batch is fdatasync'd instead. */
 const O_DSYNC: number | undefined = constants.O_DSYNC;
@@ -293,6 +293,8 @@ class DurableLog implements DecisionLog {
   private pendingBytes = 0;
   private held: LogEntry[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** A flush is queued for the end of this event-loop turn (flush_ms 0). */
+  private immediateQueued = false;
   /** A flush loop or an exclusive section (rotation, shutdown) is running. */
   private busy: Promise<void> | null = null;
   private recovering: Promise<boolean> | null = null;
@@ -580,9 +582,7 @@ class DurableLog implements DecisionLog {
 
   private enqueue(entry: LogEntry, detached = false): Promise<void> {
     const prev = this.assigned.hash;
-    const seq = this.assigned.seq + 1;
-    // Serialised straight from the entry: no merged copy of it per record.
-    const { line, hash } = sealEntry(entry, { v: RECORD_VERSION, seq, replica: this.replica, prev });
+    const { line, seq, hash } = sealNext(entry, this.replica, this.assigned);
     this.assigned = { seq, hash };
     const promise = new Promise<void>((resolve, reject) => {
       this.pending.push({ entry, line, seq, hash, prev, resolve, reject });
@@ -619,8 +619,6 @@ class DurableLog implements DecisionLog {
       this.startFlush();
     }, this.flushMs);
   }
-
-  private immediateQueued = false;
 
   private startFlush(): void {
     if (this.busy !== null || this.pending.length === 0 || this.broken !== null) return;
@@ -665,10 +663,7 @@ class DurableLog implements DecisionLog {
     }
     if (this.rotationDue()) await this.rotateNow(this.active.size >= this.rotateBytes && this.rotateBytes > 0 ? 'size' : 'time');
 
-    // The trailing '' gives the final newline inside join: one flat string, no extra copy.
-    const lines = batch.map((i) => i.line);
-    lines.push('');
-    const buffer = Buffer.from(lines.join('\n'));
+    const buffer = linesBuffer(batch);
     let written = 0;
     while (written < buffer.length) {
       written += await this.ops.write(this.fd, buffer, written, buffer.length - written);

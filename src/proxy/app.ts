@@ -5,7 +5,7 @@ import type { Metrics } from '../metrics/registry.js';
 import { createRequestHandler, type HandlerDeps } from './handler.js';
 import { checkRequest } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
-import { errorResponse, type ErrorDetails } from './refuse.js';
+import { errorResponse, type ErrorDetails, type ErrorResponse } from './refuse.js';
 
 export interface ProxyAppOptions extends HandlerDeps {
   logger: Logger;
@@ -51,8 +51,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     const out = errorResponse(null, { ...details, title: http.STATUS_CODES[details.status] ?? 'Bad request' });
     // After a framing refusal the body boundaries cannot be trusted (RFC 9112 §6.3): close, with a linger.
     lingerOnClose(req, { maxBytes: options.limits.refusalDrainBytes, maxMs: options.limits.refusalLingerMs });
-    res.writeHead(details.status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
-    res.end(out.body);
+    answerAndClose(res, out);
   };
 
   const server = http.createServer(
@@ -103,9 +102,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
       res.destroy();
       return;
     }
-    const out = errorResponse(null, { status: 500, code: 'internal_error', title: 'Internal Server Error', detail: 'the proxy failed to handle this request' });
-    res.writeHead(500, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
-    res.end(out.body);
+    answerAndClose(res, errorResponse(null, { status: 500, code: 'internal_error', title: 'Internal Server Error', detail: 'the proxy failed to handle this request' }));
   }
 
   return {
@@ -134,4 +131,10 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** An answer after which the connection closes. */
+function answerAndClose(res: http.ServerResponse, out: ErrorResponse): void {
+  res.writeHead(out.status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
+  res.end(out.body);
 }

@@ -66,7 +66,11 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     this.controller?.abort(new ExchangeAbortedError());
   }
 
-  /** Stream the body into the client's response; `onError` hears an upstream failure mid-body (the response is then destroyed). */
+  /**
+   * Stream the body into the client's response; `onError` hears an upstream
+   * failure mid-body (the response is then destroyed), not the end of an
+   * exchange the proxy cancelled itself (the client left).
+   */
   pipe(res: ServerResponse, onError: (err: Error) => void): void {
     const resume = () => this.controller?.resume();
     this.take({
@@ -77,7 +81,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
       },
       end: () => res.end(),
       error: (err) => {
-        onError(err);
+        if (!this.aborted) onError(err);
         res.destroy();
       },
     });

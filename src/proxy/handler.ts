@@ -167,7 +167,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       path: route.upstreamPath,
       bucket: plan.bucket,
       operation: plan.operation,
-      target: { host: route.targetHost, address: plan.network === null ? null : plan.network.address },
+      target: { host: route.targetHost, address: plan.network?.address ?? null },
       location: plan.location,
       rule: decision.rule,
       mode: decision.mode,
@@ -312,7 +312,7 @@ export function createRequestHandler(deps: HandlerDeps) {
     const hasBody = requestHasBody(req.headers);
     // Network location on and no address (the host did not resolve): nothing is
     // sent anywhere, since only a located address may be connected to.
-    const address = plan.network === null ? null : plan.network.address;
+    const address = plan.network?.address ?? null;
     const unresolved = plan.network !== null && address === null;
     // The decision is taken: only now may the client start sending the body (RFC 9110 §10.1.1).
     if (hasBody && !inspected.continued && !unresolved && isExpectContinue(req.headers)) res.writeContinue();
@@ -403,8 +403,6 @@ export function createRequestHandler(deps: HandlerDeps) {
       res.write(held.bytes);
     }
     exchange.pipe(res, (err) => {
-      // The client left (its response is gone already): not the upstream's failure.
-      if (exchange.aborted) return;
       metrics.upstreamErrors.inc({ upstream: upstream.name, kind: 'reset' });
       logger.warn({ upstream: upstream.name, decision_id: id, err: errorSummary(err) }, 'upstream response failed mid-body');
     });
