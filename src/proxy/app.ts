@@ -72,6 +72,9 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   // The decision comes first; handleRequest sends 100 Continue only for a write it forwards.
   server.on('checkContinue', (req, res) => server.emit('request', req, res));
   server.on('connect', (_req, socket: Socket) => {
+    // Node hands a CONNECT's socket over with no error listener: a client
+    // that resets it would otherwise take the whole process down.
+    socket.on('error', discardSocketError);
     metrics.rejectedRequests.inc({ code: 'connect_not_allowed' });
     const body = JSON.stringify({ title: 'Method Not Allowed', status: 405, detail: 'CONNECT is not supported: this is a reverse proxy, not a tunnel' });
     socket.end(
@@ -132,6 +135,9 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     },
   };
 }
+
+/** A tunnel socket's error after we have given up on it: nothing left to answer, nothing to log. */
+function discardSocketError(): void {}
 
 /** An answer after which the connection closes. */
 function answerAndClose(res: http.ServerResponse, out: ErrorResponse): void {
