@@ -3,9 +3,10 @@ import { adminProblems } from './admin/config.js';
 import { ConfigError, loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
 import { locationProblems } from './location/signals.js';
 import { compilePolicy, policyProblems } from './policy/engine.js';
-import { Planner } from './proxy/plan.js';
-import { compileUpstreams, upstreamProblems } from './proxy/route.js';
+import { Planner } from './plan/plan.js';
+import { compileUpstreams, upstreamProblems } from './plan/route.js';
 import { siteNetworkProblems } from './location/networks.js';
+import { configuredPrincipalKeys, principalProblems } from './plan/principals.js';
 
 /**
  * Loading a config completely (schema, cross-field, catalog and policy
@@ -14,7 +15,7 @@ import { siteNetworkProblems } from './location/networks.js';
  *
  * Checks beyond the schema that need the catalog and the policy compiler.
  */
-export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, siteNetworkProblems, upstreamProblems, policyProblems, adminProblems];
+export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, siteNetworkProblems, upstreamProblems, policyProblems, adminProblems, principalProblems];
 
 /** Load and fully validate a config file (throws ConfigError listing every problem). */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {
@@ -58,6 +59,6 @@ export function buildPlanner(
   now: () => number = Date.now,
   lockdown: () => boolean = () => false,
 ): Planner {
-  return new Planner(compileUpstreams(config), compilePolicy(config), shadow === null ? null : compilePolicy(shadow), now, lockdown);
+  return new Planner(compileUpstreams(config), compilePolicy(config), shadow === null ? null : compilePolicy(shadow), now, lockdown, configuredPrincipalKeys(config));
 }
 

@@ -3,7 +3,7 @@ import { watch, readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { ConfigError, formatProblem, type Config } from './config/load.js';
 import { buildPlanner, loadPolicy, type LoadedPolicy } from './load.js';
-import type { Planner } from './proxy/plan.js';
+import type { Planner } from './plan/plan.js';
 
 /**
  * The policy lifecycle: the active Planner, swapped atomically on reload.

@@ -19,8 +19,8 @@ import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp, type ProxyApp } from './proxy/app.js';
 import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
-import type { Planner } from './proxy/plan.js';
-import type { Upstream } from './proxy/route.js';
+import type { Planner } from './plan/plan.js';
+import type { Upstream } from './plan/route.js';
 import { PolicyStore } from './reload.js';
 
 export { buildPlanner, loadConfig, parseConfigText, CONFIG_CHECKS } from './load.js';

@@ -24,7 +24,8 @@ export interface DecisionRecord {
   bucket: string | null;
   operation: Operation;
   target: { host: string; address: string | null };
-  location: { jurisdictions: readonly string[]; region: string | null; signals: readonly Signal[] };
+  /** `unplaced: true` when a signal named a place nothing can place (the location is then unknown). */
+  location: { jurisdictions: readonly string[]; region: string | null; signals: readonly Signal[]; unplaced?: true | undefined };
   rule: string | null;
   mode: Mode;
   decision: 'allow' | 'block';
@@ -38,6 +39,10 @@ export interface DecisionRecord {
   shadow?: { policy: string; decision: 'allow' | 'block'; rule: string | null; reason: Reason };
   /** The SigV4 access key id the request was signed with, when it was (an identifier, not a secret; exceptions match it). */
   principal?: string;
+  /** Present (true) when the principal's SigV4 signature was verified with its configured key: only then can an exception match it. */
+  principal_verified?: true;
+  /** A body on a read-method request: `query` where the provider reads it as one (S3 Select, Azure query); `on-read` when it was decided as a write. */
+  body?: 'query' | 'on-read';
   /**
    * The request continued a multipart upload or resumable session and was
    * decided on the location stored when that started; `known: false` when

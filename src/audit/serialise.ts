@@ -117,7 +117,7 @@ function scalar(value: unknown): string {
 const labelText = boundedMemo(scalar, 1024);
 const label: Write = (value) => (typeof value === 'string' ? labelText(value) : scalar(value));
 
-const signal = objectOf({ source: label, value: label, jurisdiction: label, region: label });
+const signal = objectOf({ source: label, value: label, jurisdiction: label, region: label, bucket: scalar });
 
 type RecordFields = Record<keyof Omit<DecisionRecord, 'hash'>, Write>;
 
@@ -134,7 +134,7 @@ const recordFields: RecordFields = {
   bucket: scalar,
   operation: label,
   target: objectOf({ host: label, address: label }),
-  location: objectOf({ jurisdictions: arrayOf(label), region: label, signals: arrayOf(signal) }),
+  location: objectOf({ jurisdictions: arrayOf(label), region: label, signals: arrayOf(signal), unplaced: scalar }),
   rule: label,
   mode: label,
   decision: label,
@@ -144,6 +144,8 @@ const recordFields: RecordFields = {
   lockdown: scalar,
   shadow: objectOf({ policy: label, decision: label, rule: label, reason: label }),
   principal: scalar,
+  principal_verified: scalar,
+  body: label,
   upload: objectOf({ kind: scalar, known: scalar }),
   status: scalar,
   bytes_in: scalar,

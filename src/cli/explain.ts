@@ -4,7 +4,8 @@ import type { NetworkLocation } from '../location/network-locator.js';
 import { networkLocationSettings } from '../location/network-config.js';
 import { createBucketLocation, createBucketSignals, isAwsChunked } from '../location/request/create-bucket.js';
 import type { Signal } from '../location/signals.js';
-import type { Found, Plan, Prepared } from '../proxy/plan.js';
+import { bodyDestinations } from '../plan/bodies.js';
+import type { Found, Plan, Planner, Prepared } from '../plan/plan.js';
 import { loadOrReport, parse, UsageError, withUsage } from './args.js';
 
 const USAGE = `Usage: residency-proxy explain --config FILE METHOD URL [-H 'K: V']… [--body FILE] [--offline] [--format json|text]
@@ -21,9 +22,17 @@ decision. URL is absolute (http://host:port/path) or a path with
 --offline     no DNS query and no network location: the decision is shown
               on the declared and request signals only.
 
---body FILE   the body of a bucket-creating request (S3 CreateBucket, Cloud
-              Storage bucket insert), where the new bucket's location is;
-              without it the body is taken as empty.
+--body FILE   the body the proxy reads before deciding: a bucket-creating
+              request's (S3 CreateBucket, Cloud Storage bucket insert), or one
+              that names other destinations (S3 replication, inventory,
+              logging, analytics, metadata table, restore output; Cloud
+              Storage compose, relocate, batch); without it the body is taken
+              as empty.
+
+The output names the provider's reading: where the storage service takes
+the bucket from (the Host it receives, or the path), every destination the
+request writes to besides its own target, and each signal with whether it
+could be placed (an unplaced one makes the location unknown).
 
 What the proxy would look up at request time (a bucket's region, the
 location an upload started with) is listed under "lookups"; the decision
@@ -92,7 +101,7 @@ export function explainCommand(args: string[]): Promise<number> {
     const network = typeof chain === 'object' && chain !== null ? chain.network : null;
     let plan: Plan = prepared.kind === 'reject' ? prepared : planner.finish(prepared, undefined, network);
     if (prepared.kind === 'prepared' && prepared.needs !== null) {
-      const done = inspect(prepared, body, isAwsChunked(requestHeaders));
+      const done = inspect(planner, prepared, body, requestHeaders);
       lookups = [...lookups, ...done.lookups];
       plan = done.reject ?? planner.finish(prepared, done.found, network);
     }
@@ -144,22 +153,34 @@ async function locateOnce(config: Parameters<typeof networkLocationSettings>[0],
  * The proxy's between-prepare-and-finish work, without I/O: the create-bucket
  * body from --body; everything else is only named.
  */
-function inspect(prepared: Prepared, body: Buffer | null, awsChunked: boolean): { found: Found; lookups: string[]; reject?: Plan } {
+function inspect(planner: Planner, prepared: Prepared, body: Buffer | null, headers: Record<string, string>): { found: Found; lookups: string[]; reject?: Plan } {
   const needs = prepared.needs!;
   const lookups: string[] = [];
-  const found: { signals?: Found['signals'] } = {};
+  const signals: Signal[] = [];
+  const found: { signals?: Found['signals'] } = { signals };
   if (needs.createBucket !== undefined) {
-    const location = createBucketLocation(needs.createBucket, body ?? Buffer.alloc(0), { awsChunked });
+    const location = createBucketLocation(needs.createBucket, body ?? Buffer.alloc(0), { awsChunked: isAwsChunked(headers) });
     if (body === null) lookups.push('create-bucket: no --body given, so the body was taken as empty (the provider default location)');
     if (!location.ok) return { found, lookups, reject: { kind: 'reject', status: location.status, code: location.code, detail: location.detail } };
-    found.signals = createBucketSignals(location);
+    signals.push(...createBucketSignals(location));
+  }
+  if (needs.inspect !== undefined) {
+    if (body === null) lookups.push(`${needs.inspect.kind}: no --body given, so the body was taken as empty; the proxy reads it before deciding`);
+    const upstream = prepared.route.upstream;
+    const destinations = bodyDestinations(planner, prepared, needs.inspect, body ?? Buffer.alloc(0), headers);
+    if ('kind' in destinations) return { found, lookups, reject: destinations };
+    signals.push(...destinations.signals);
+    for (const { bucket, fallback } of destinations.buckets) {
+      if (planner.needsDiscovery(upstream, bucket)) lookups.push(`discovery: the proxy asks upstream ${upstream.name} where destination bucket ${bucket} is; not done here`);
+      signals.push(...planner.destinationSignals(upstream, bucket, { fallback }));
+    }
   }
   if (needs.discover !== undefined) {
     lookups.push(`discovery: the proxy asks upstream ${prepared.route.upstream.name} where bucket ${needs.discover} is (HEAD /${needs.discover}, cached); not done here`);
   }
   if (needs.upload !== undefined) {
     lookups.push(
-      `${needs.upload.kind}: the proxy decides this on the location stored when the upload started (none stored: unknown); shown here on the request's own location`,
+      `${needs.upload.kind}: the proxy adds the location stored when the upload started (none stored, or stored for another bucket: unknown); shown here on the request's own location`,
     );
   }
   return { found, lookups };
@@ -189,14 +210,19 @@ function describe(plan: Plan, method: string, host: string, policy: string, look
     },
     operation: plan.operation,
     bucket: plan.bucket,
+    // The provider's reading: where the bucket comes from, and every other bucket or place the request writes to.
+    bucket_from: plan.bucketFrom,
+    destinations: location.signals.filter((s) => s.source === 'destination').map((s) => ({ bucket: s.bucket ?? null, place: s.value, jurisdiction: s.jurisdiction })),
+    ...(plan.body === null ? {} : { body: plan.body }),
     principal: plan.principal,
+    principal_verified: plan.principalVerified,
     // host → addresses → each address's signals; null with --offline or location.network off.
     network:
       typeof chain !== 'object' || chain === null
         ? null
         : { host: chain.host, source: chain.source, ttl: chain.ttl, error: chain.error, address: chain.address, addresses: chain.addresses },
     ...(typeof chain === 'string' ? { network_note: chain } : {}),
-    location: { jurisdictions: location.jurisdictions, region: location.region, signals: location.signals },
+    location: { jurisdictions: location.jurisdictions, region: location.region, unknown: location.unplaced === true || location.jurisdictions.length === 0, signals: location.signals },
     decision: {
       action: decision.action,
       effective: decision.effective,
@@ -234,10 +260,11 @@ function asText(r: Report): string {
   const lines = [
     `${r.request.method} ${r.request.host}${r.request.path}`,
     `  route      → upstream ${r.route.upstream} (${r.route.provider}) ${r.route.url} path ${r.route.forward_path}`,
-    `  operation  → ${r.operation}${r.bucket ? ` on bucket ${r.bucket}` : ''}${r.principal ? ` by ${r.principal}` : ''}`,
+    `  operation  → ${r.operation}${r.bucket ? ` on bucket ${r.bucket} (from the ${r.bucket_from === 'host' ? 'Host' : 'path'})` : ''}${r.principal ? ` by ${r.principal} (${r.principal_verified ? 'verified' : 'not verified: does not count'})` : ''}${'body' in r ? `; body: ${r.body === 'query' ? 'a query' : 'on a read, decided as a write'}` : ''}`,
+    ...r.destinations.map((d) => `  writes to  → ${d.bucket === null ? '' : `bucket ${d.bucket} `}${d.place === 'unknown' ? 'at an unknown place' : `at ${d.place}`} → ${d.jurisdiction ?? 'unplaced'}`),
     ...('network_note' in r ? [`  network    → ${r.network_note}`] : networkLines(r.network)),
     `  location   → ${r.location.jurisdictions.length ? r.location.jurisdictions.join(', ') : 'unknown'}${r.location.region ? ` (region ${r.location.region})` : ''}`,
-    ...r.location.signals.map((s) => `      signal ${s.source}: ${s.value} → ${s.jurisdiction ?? 'unplaced'}`),
+    ...r.location.signals.map((s) => `      signal ${s.source}: ${s.value}${s.bucket ? ` (bucket ${s.bucket})` : ''} → ${s.jurisdiction ?? 'unplaced: the location is unknown'}`),
     `  decision   → ${r.decision.action.toUpperCase()} by rule ${r.decision.rule ?? '(none)'} in ${r.decision.mode} mode: ${r.decision.reason}`,
     `  effect     → ${r.decision.effective}${r.decision.status ? ` (${r.decision.status})` : ''}`,
     ...r.lookups.map((l) => `  note: ${l}`),

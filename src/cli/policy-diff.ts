@@ -56,12 +56,13 @@ export async function diffLogs(files: readonly string[], candidate: Config, curr
         method: record.method,
         path: record.path,
         bucket: (record as { bucket?: string | null }).bucket ?? null,
-        principal: (record as { principal?: string | null }).principal ?? null,
+        // Only a principal whose signature the proxy verified ever counted.
+        principal: (record as { principal_verified?: boolean }).principal_verified === true ? ((record as { principal?: string | null }).principal ?? null) : null,
       };
-      const jurisdictions = toLocation(record.location.signals).jurisdictions;
+      const { jurisdictions, unplaced } = toLocation(record.location.signals);
       const at = Date.parse(record.ts);
-      const was = before === null ? record.decision : decide(before, facts, jurisdictions, at).action;
-      const now = decide(next, facts, jurisdictions, at);
+      const was = before === null ? record.decision : decide(before, facts, jurisdictions, at, false, unplaced).action;
+      const now = decide(next, facts, jurisdictions, at, false, unplaced);
       if (was === now.action) {
         report.unchanged++;
         continue;

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { buildPlanner, loadPolicy } from '../load.js';
 import { placeSignals, type Signal, type SignalSource } from '../location/signals.js';
-import type { Plan } from '../proxy/plan.js';
+import type { Plan } from '../plan/plan.js';
 
 /**
  * `policy test`: decision test cases written in YAML next to the policy.

@@ -91,6 +91,16 @@ const Upstream = Type.Object(
       Type.Record(Type.String(), Type.String(), { description: 'bucket or container → region id or ISO code' }),
     ),
     preserve_host: Type.Optional(Type.Boolean()),
+    // With preserve_host, the storage service reads a bucket from the Host it is sent: these
+    // names are its own endpoint (path style; BUCKET.<name> is virtual-hosted), besides the
+    // URL's host and the route's host. Any other name is refused: the service would take it
+    // as a CNAME bucket the proxy cannot place.
+    endpoint_hosts: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, pattern: '^[A-Za-z0-9.-]+$' }), {
+        minItems: 1,
+        description: 'host names (no port) that the storage service serves as its endpoint, e.g. the name clients use for the proxy',
+      }),
+    ),
     classify: Type.Optional(Type.Array(ClassifyOverride)),
     timeouts: Type.Optional(
       Type.Object(
@@ -343,6 +353,17 @@ export const ConfigSchema = Type.Object(
     upstreams: Type.Array(Upstream, { minItems: 1 }),
     rules: Type.Array(Rule, { default: [] }),
     exceptions: Type.Array(Exception, { default: [] }),
+    // The secret keys of the principals exceptions name, so their signatures can be
+    // verified: a file or an environment variable, never the config itself.
+    principal_keys: Type.Optional(
+      Type.Object(
+        {
+          file: Type.Optional(Type.String({ minLength: 1, description: 'a file of ACCESS_KEY_ID SECRET lines or a JSON object (relative to the config file)' })),
+          env: Type.Optional(Type.String({ minLength: 1, description: 'an environment variable holding the same' })),
+        },
+        { additionalProperties: false, description: 'verification keys for exception principals: { file } or { env }' },
+      ),
+    ),
     shadow_policy: Type.Optional(Type.String({ minLength: 1, description: 'a config file whose policy is evaluated beside the active one' })),
   },
   { additionalProperties: false },

@@ -1,7 +1,7 @@
 import type { Dispatcher } from 'undici';
 import type { StoredLocation } from '../location/request/uploads.js';
 import type { Signal, SignalSource } from '../location/signals.js';
-import type { Upstream } from '../proxy/route.js';
+import type { Upstream } from '../plan/route.js';
 import { BucketRegionDiscovery, createBucketRegionCache } from './bucket-discovery.js';
 import type { FleetRedis } from './redis.js';
 import { SharedCache, type SharedCacheOptions } from './shared-cache.js';

@@ -16,6 +16,8 @@ export type SignalSource =
   | 'sigv4'
   | 'create-bucket'
   | 'discovered'
+  | 'destination'
+  | 'upload'
   | 'network:site'
   | 'network:cloud-range'
   | 'network:geoip';
@@ -28,6 +30,8 @@ export interface Signal {
   readonly jurisdiction: string | null;
   /** The cloud region id, when the source named one. */
   readonly region?: string;
+  /** For a destination: the bucket the request also writes to. */
+  readonly bucket?: string;
 }
 
 export interface Location {
@@ -35,6 +39,13 @@ export interface Location {
   /** The region id when a signal named one. */
   readonly region: string | null;
   readonly signals: readonly Signal[];
+  /**
+   * A signal that is evidence named a place the catalog cannot place (a
+   * region opened after this release, a destination nothing locates): the
+   * location is unknown, whatever the other signals say. Network signals
+   * that place nothing (a private address, a global range) are not evidence.
+   */
+  readonly unplaced: true | undefined;
 }
 
 /** Resolve a declared place: a catalog region id, else an ISO 3166-1 code. */
@@ -75,11 +86,14 @@ export function compileDeclared(upstream: RawUpstream): DeclaredLocation {
 export function toLocation(signals: readonly Signal[]): Location {
   const jurisdictions: string[] = [];
   let region: string | null = null;
+  let unplaced = false;
   for (const s of signals) {
     if (s.jurisdiction !== null && !jurisdictions.includes(s.jurisdiction)) jurisdictions.push(s.jurisdiction);
+    else if (s.jurisdiction === null && !s.source.startsWith('network:')) unplaced = true;
     if (region === null && s.region !== undefined) region = s.region;
   }
-  return Object.freeze({ jurisdictions, region, signals });
+  // Left undefined (out of the record) in the usual case where everything is placed.
+  return Object.freeze({ jurisdictions, region, signals, unplaced: unplaced ? true : undefined });
 }
 
 /** Config problems only the catalog can see: unknown regions, invalid ISO codes. */

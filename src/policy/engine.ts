@@ -179,8 +179,10 @@ export function decide(
   jurisdictions: readonly string[],
   now = Date.now(),
   lockdown = false,
+  /** A signal named a place nothing can place: the location is unknown (see Location.unplaced). */
+  unplaced: boolean | undefined = false,
 ): Decision {
-  const base = decideByRules(policy, facts, jurisdictions, lockdown);
+  const base = decideByRules(policy, facts, jurisdictions, lockdown, unplaced);
   if (policy.exceptions.length === 0) return base;
   const exception = matchException(policy, facts, now);
   if (exception === null || exception.action === base.action || (lockdown && exception.action === 'allow')) return base;
@@ -211,15 +213,15 @@ function matchException(policy: Policy, facts: RequestFacts, now: number): Compi
   return null;
 }
 
-function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[], lockdown: boolean): Decision {
+function decideByRules(policy: Policy, facts: RequestFacts, jurisdictions: readonly string[], lockdown: boolean, unplaced: boolean | undefined): Decision {
   const rule = matchRule(policy, facts);
   if (rule === null) {
     return { action: 'allow', rule: null, mode: policy.fallback.mode, reason: 'read_allowed', jurisdictions, effective: 'forwarded' };
   }
   let action: 'allow' | 'block';
   let reason: Reason;
-  if (jurisdictions.length === 0) {
-    // Fail closed: nothing placed the target anywhere.
+  if (jurisdictions.length === 0 || unplaced) {
+    // Fail closed: nothing placed the target anywhere, or something placed it where nothing can say.
     action = rule.unknownAllowed && !lockdown ? 'allow' : 'block';
     reason = 'unknown_location';
   } else {
@@ -271,6 +273,9 @@ function policyHash(config: Config): string {
       accounts: u.accounts,
       request_signals: u.request_signals,
       discovery: u.discovery,
+      // Which Host the store reads a bucket from.
+      preserve_host: u.preserve_host,
+      endpoint_hosts: u.endpoint_hosts,
     })),
     rules: config.rules,
     exceptions: config.exceptions,

@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Dispatcher, Pool, type buildConnector } from 'undici';
 import { PinnedPools } from './pinned-pools.js';
-import type { Upstream } from './route.js';
+import type { Upstream } from '../plan/route.js';
 
 /**
  * Forwarding over undici: keep-alive pools, bodies streamed both ways with

@@ -8,8 +8,7 @@ import {
   createBucketLocation,
   createBucketSignals,
   isAwsChunked,
-  readCreateBucketLocation,
-  type CreateBucketLocation,
+  readBounded,
 } from '../location/request/create-bucket.js';
 import { regionFromRedirect } from '../location/request/s3-region.js';
 import { UNRESOLVED, type NetworkLocation } from '../location/network-locator.js';
@@ -21,9 +20,11 @@ import { UpstreamExchange, type ResponseHead } from './exchange.js';
 import { classifyFailure, RequestBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
 import { isHopByHop, namedByConnection } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
-import { multipartKey, type Decided, type Found, type Planner, type Prepared } from './plan.js';
+import { bodyDestinations, INSPECT_LIMITS } from '../plan/bodies.js';
+import { multipartKey, type Decided, type Found, type Planner, type Prepared } from '../plan/plan.js';
+import { requestHasBody } from '../plan/reading.js';
 import { errorResponse, type ErrorDetails } from './refuse.js';
-import type { RouteMatch, Upstream } from './route.js';
+import type { RouteMatch, Upstream } from '../plan/route.js';
 
 export interface HandlerDeps {
   /** Current planner; a function so a reload can swap it between requests. */
@@ -178,6 +179,8 @@ export function createRequestHandler(deps: HandlerDeps) {
       lockdown: decision.lockdown ? true : undefined,
       shadow,
       principal: plan.principal ?? undefined,
+      principal_verified: plan.principalVerified ? true : undefined,
+      body: plan.body ?? undefined,
       upload: plan.upload ?? undefined,
       status,
       bytes_in: bytesIn,
@@ -245,50 +248,58 @@ export function createRequestHandler(deps: HandlerDeps) {
     const signals: Signal[] = [];
     let inspected = NOT_INSPECTED;
 
-    if (needs.createBucket !== undefined) {
+    if (needs.createBucket !== undefined || needs.inspect !== undefined) {
       const refuse = (code: string, detail: string): null => {
         metrics.rejectedRequests.inc({ code });
         sendError(req, res, upstream, { status: 400, code, title: 'Bad request', detail, resource: prepared.path });
         return null;
       };
+      const inspect = needs.inspect;
+      const limit = inspect === undefined ? CREATE_BUCKET_BODY_LIMIT : INSPECT_LIMITS[inspect.kind];
+      const what = inspect === undefined ? 'create-bucket' : 'destination';
       const declared = Number(req.headers['content-length'] ?? 0);
-      if (declared > CREATE_BUCKET_BODY_LIMIT) {
-        return refuse('create_bucket_body_too_large', `a create-bucket body larger than ${CREATE_BUCKET_BODY_LIMIT} bytes is not accepted`);
-      }
-      let location: CreateBucketLocation;
+      if (declared > limit) return refuse(`${what.replace('-', '_')}_body_too_large`, `a ${what} body larger than ${limit} bytes is not accepted`);
       let body: Buffer | null = null;
       let continued = false;
       if (requestHasBody(req.headers)) {
-        // Where the bucket goes is in the body: ask for it now; the decision follows.
+        // Where the data goes is in the body: ask for it now; the decision follows.
         if (isExpectContinue(req.headers)) {
           res.writeContinue();
           continued = true;
         }
-        const read = await readCreateBucketLocation(needs.createBucket, req, {
-          awsChunked: isAwsChunked(req.headers),
-          // A few KiB that do not arrive within the upstream's header timeout are not coming.
-          signal: AbortSignal.timeout(upstream.timeouts.headers),
-        });
-        if (read.body.ok) body = read.body.bytes;
-        location = read.location;
-      } else {
-        location = createBucketLocation(needs.createBucket, EMPTY_BODY);
+        // A few KiB that do not arrive within the upstream's header timeout are not coming.
+        const read = await readBounded(req, limit, AbortSignal.timeout(upstream.timeouts.headers));
+        if (!read.ok) {
+          return read.reason === 'too_large'
+            ? refuse(`${what.replace('-', '_')}_body_too_large`, `a ${what} body larger than ${limit} bytes is not accepted`)
+            : refuse(`${what.replace('-', '_')}_unreadable`, `the ${what} body did not arrive`);
+        }
+        body = read.bytes;
       }
-      if (!location.ok) return refuse(location.code, location.detail);
-      signals.push(...createBucketSignals(location));
-      inspected = { body, continued, created: location.places };
+      let created: readonly string[] | null = null;
+      if (needs.createBucket !== undefined) {
+        const location = createBucketLocation(needs.createBucket, body ?? EMPTY_BODY, { awsChunked: isAwsChunked(req.headers) });
+        if (!location.ok) return refuse(location.code, location.detail);
+        signals.push(...createBucketSignals(location));
+        created = location.places;
+      }
+      if (inspect !== undefined) {
+        const planner = deps.planner();
+        const destinations = bodyDestinations(planner, prepared, inspect, body ?? EMPTY_BODY, req.headers);
+        if ('kind' in destinations) return refuse(destinations.code, destinations.detail);
+        signals.push(...destinations.signals);
+        for (const { bucket, fallback } of destinations.buckets) {
+          const discovered = planner.needsDiscovery(upstream, bucket) ? await discoverRegion(upstream, bucket) : null;
+          signals.push(...planner.destinationSignals(upstream, bucket, { fallback, discovered }));
+        }
+      }
+      inspected = { body, continued, created };
     }
 
     if (needs.discover !== undefined) {
-      const discovery = stores.discoveryFor(upstream);
-      if (discovery !== null) {
-        // The local tier first: a known bucket costs no await.
-        let region = discovery.cached(needs.discover);
-        if (region === undefined) region = await discovery.discover(needs.discover);
-        metrics.locationLookups.inc({ source: 'discovered', result: region === null ? 'miss' : 'hit' });
-        // No region adds nothing: an undeclared bucket then fails closed as unknown_location.
-        if (region !== null) signals.push(...placeSignals('discovered', region));
-      }
+      const region = await discoverRegion(upstream, needs.discover);
+      // No region adds nothing: an undeclared bucket then fails closed as unknown_location.
+      if (region !== null) signals.push(...placeSignals('discovered', region));
     }
 
     let upload: StoredLocation | null | undefined;
@@ -296,6 +307,17 @@ export function createRequestHandler(deps: HandlerDeps) {
       upload = stores.uploads.peekLocal(needs.upload.key) ?? (await stores.uploads.get(needs.upload.key)) ?? null;
     }
     return { found: upload === undefined ? { signals } : { signals, upload }, inspected };
+  }
+
+  /** The bucket's region as the upstream reports it (cached, shared through the fleet), or null when nothing says. */
+  async function discoverRegion(upstream: Upstream, bucket: string): Promise<string | null> {
+    const discovery = stores.discoveryFor(upstream);
+    if (discovery === null) return null;
+    // The local tier first: a known bucket costs no await.
+    let region = discovery.cached(bucket);
+    if (region === undefined) region = await discovery.discover(bucket);
+    metrics.locationLookups.inc({ source: 'discovered', result: region === null ? 'miss' : 'hit' });
+    return region;
   }
 
   async function forward(
@@ -485,12 +507,6 @@ export function createRequestHandler(deps: HandlerDeps) {
 
 function decisionHeaders(action: 'allow' | 'block', id: string): Record<string, string> {
   return { 'x-residency-decision': action, 'x-residency-decision-id': id };
-}
-
-export function requestHasBody(headers: IncomingHttpHeaders): boolean {
-  if (headers['transfer-encoding'] !== undefined) return true;
-  const length = headers['content-length'];
-  return length !== undefined && length !== '0';
 }
 
 function isExpectContinue(headers: IncomingHttpHeaders): boolean {

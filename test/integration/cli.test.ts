@@ -66,15 +66,18 @@ describe('explain', () => {
     expect(report.location).toEqual({
       jurisdictions: ['IE'],
       region: 'eu-west-1',
+      unknown: false,
       signals: [{ source: 'declared', value: 'eu-west-1', jurisdiction: 'IE', region: 'eu-west-1' }],
     });
+    // The provider's reading: the bucket from the path, no other destination.
+    expect(report).toMatchObject({ bucket: 'demo-bucket', bucket_from: 'path', destinations: [], principal_verified: false });
     expect(report.decision).toEqual({ action: 'block', effective: 'refused', rule: 'user-data-writes', mode: 'enforce', reason: 'jurisdiction_not_allowed', status: 403 });
     expect(report.request.query_parameters).toEqual(['X-Amz-Signature']);
     expect(stdout).not.toContain('deadbeefcafe');
   });
 
   it('has a text format for people and takes a Host header', async () => {
-    const { code, stdout } = await cli('explain', '--config', DEFAULT, 'GET', '/us/demo-bucket/k', '-H', 'Host: proxy.local', '--format', 'text');
+    const { code, stdout } = await cli('explain', '--config', DEFAULT, 'GET', '/us/demo-bucket/k', '-H', 'Host: localhost', '--format', 'text');
     expect(code).toBe(0);
     expect(stdout).toContain('route      → upstream demo-us (s3)');
     expect(stdout).toContain('signal declared: us-east-1 → US');
@@ -85,5 +88,57 @@ describe('explain', () => {
     const { code, stdout } = await cli('explain', '--config', DEFAULT, 'PUT', 'http://h/elsewhere');
     expect(code).toBe(0);
     expect(JSON.parse(stdout).outcome).toMatchObject({ status: 404, code: 'no_route' });
+  });
+
+  it('prints the provider reading: the bucket from the Host, every destination a body names, and what could not be placed', async () => {
+    const config = join(dir, 'reading.yaml');
+    writeFileSync(
+      config,
+      `upstreams:
+  - { name: vhost, url: "http://127.0.0.1:1", provider: s3, route: { host: "*.s3.internal" }, region: us-east-1, buckets: { eu-archive: eu-west-1 } }
+rules:
+  - { name: writes, match: { operations: [write] }, allow_jurisdictions: [US], mode: enforce }
+`,
+    );
+    const body = join(dir, 'replication.xml');
+    writeFileSync(
+      body,
+      '<ReplicationConfiguration><Rule><Destination><Bucket>arn:aws:s3:::eu-archive</Bucket></Destination></Rule><Rule><Destination><Bucket>arn:aws:s3:::elsewhere</Bucket></Destination></Rule></ReplicationConfiguration>',
+    );
+    const json = await cli('explain', '--config', config, 'PUT', 'http://us-data.s3.internal/?replication', '--body', body, '--offline');
+    expect(json.code).toBe(0);
+    const report = JSON.parse(json.stdout);
+    expect(report).toMatchObject({ bucket: 'us-data', bucket_from: 'host', decision: { action: 'block', reason: 'unknown_location' }, location: { unknown: true } });
+    expect(report.destinations).toEqual([
+      { bucket: 'eu-archive', place: 'eu-west-1', jurisdiction: 'IE' },
+      { bucket: 'elsewhere', place: 'unknown', jurisdiction: null },
+    ]);
+    const text = await cli('explain', '--config', config, 'PUT', 'http://us-data.s3.internal/?replication', '--body', body, '--offline', '--format', 'text');
+    expect(text.stdout).toContain('on bucket us-data (from the Host)');
+    expect(text.stdout).toContain('writes to  → bucket eu-archive at eu-west-1 → IE');
+    expect(text.stdout).toContain('writes to  → bucket elsewhere at an unknown place → unplaced');
+  });
+});
+
+describe('check-config and principals', () => {
+  it('refuses an allow-exception naming principals without verification keys', async () => {
+    const config = join(dir, 'principals.yaml');
+    writeFileSync(
+      config,
+      `upstreams:
+  - { name: s3, url: "http://127.0.0.1:1", provider: s3, route: { path_prefix: /s3 }, region: us-east-1 }
+exceptions:
+  - { name: migration, match: { principals: [AKIDEXAMPLE] }, action: allow, expires: "2999-01-01T00:00:00Z", ticket: T-1, reason: copy }
+`,
+    );
+    const { code, stdout, stderr } = await cli('check-config', '--config', config);
+    expect(code).toBe(1);
+    expect(stdout + stderr).toContain('exceptions[0].match.principals: an allow-exception names principals, but no principal_keys are configured');
+    const keys = join(dir, 'keys');
+    writeFileSync(keys, 'AKIDEXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n');
+    writeFileSync(config, readFileSync(config, 'utf8') + 'principal_keys: { file: keys }\n');
+    const ok = await cli('check-config', '--config', config);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout + ok.stderr).not.toContain('wJalrXUtnFEMI');
   });
 });

@@ -551,7 +551,7 @@ describe('explain', () => {
       }
     };
 
-    const report = JSON.parse(await run('PUT', 'http://proxy.local/s/bucket/k')) as Record<string, unknown>;
+    const report = JSON.parse(await run('PUT', 'http://localhost/s/bucket/k')) as Record<string, unknown>;
     expect(report.network).toEqual({
       host: 'multi.test',
       source: 'dns',
@@ -565,7 +565,7 @@ describe('explain', () => {
     });
     expect(report).toMatchObject({ location: { jurisdictions: ['US'] }, decision: { action: 'allow', reason: 'jurisdiction_allowed' } });
 
-    const text = await run('PUT', 'http://proxy.local/s/bucket/k', '--format', 'text');
+    const text = await run('PUT', 'http://localhost/s/bucket/k', '--format', 'text');
     expect(text).toContain(`  network    → multi.test → ${US}, ${DE} (dns, ttl 60 s); sends to ${US}`);
     expect(text).toContain(`      ${US} (used):\n        network:site: ${US}/32 → US`);
     expect(text).toContain(`      ${DE}:\n        network:site: ${DE}/32 → DE`);
@@ -574,12 +574,12 @@ describe('explain', () => {
     // A name that does not resolve: no address, so the location is unknown.
     dns.mode = 'servfail';
     writeFileSync(configFile, stringify(dnsConfig(dns, 'nowhere.test', 9000)));
-    const unresolved = await run('PUT', 'http://proxy.local/s/bucket/k', '--format', 'text');
+    const unresolved = await run('PUT', 'http://localhost/s/bucket/k', '--format', 'text');
     expect(unresolved).toMatch(/network {4}→ nowhere\.test → no address \(.+\): the location is unknown and nothing would be sent/);
     expect(unresolved).toContain('decision   → BLOCK by rule writes in enforce mode: unknown_location');
 
     const asked = dns.queries.length;
-    const offline = await run('PUT', 'http://proxy.local/s/bucket/k', '--offline', '--format', 'text');
+    const offline = await run('PUT', 'http://localhost/s/bucket/k', '--offline', '--format', 'text');
     expect(offline).toContain('network    → not located (--offline)');
     expect(dns.queries.length).toBe(asked);
   });
@@ -614,7 +614,7 @@ describe('Planner.finish with a network location (no I/O)', () => {
   const site = (address: string, jurisdiction: string): NetworkLocation =>
     Object.freeze({ address, signals: Object.freeze([{ source: 'network:site' as const, value: `${address}/32`, jurisdiction }]) });
   const prepare = (target: string, method = 'PUT') => {
-    const p = planner.prepare({ method, target, host: 'proxy.local' });
+    const p = planner.prepare({ method, target, host: 'localhost' });
     if (p.kind !== 'prepared') throw new Error('not routed');
     return p;
   };
@@ -654,7 +654,8 @@ describe('Planner.finish with a network location (no I/O)', () => {
     expect(moved.location.signals.map((s) => `${s.source}:${s.jurisdiction}`)).toEqual(['declared:US', 'network:site:DE']);
     expect(moved.decision.reason).toBe('location_conflict');
     const unknown = planner.finish(part, { upload: null }, site(US, 'US'));
-    expect(unknown).toMatchObject({ upload: { known: false }, location: { jurisdictions: [] }, decision: { reason: 'unknown_location' } });
+    // Its own (US) signals do not make an unknown upload decidable.
+    expect(unknown).toMatchObject({ upload: { known: false }, location: { unplaced: true }, decision: { reason: 'unknown_location' } });
   });
 });
 

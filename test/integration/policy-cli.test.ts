@@ -44,10 +44,10 @@ describe('policy test', () => {
     writeFileSync(file, `policy: policy.yaml
 cases:
   - name: passes
-    request: { method: PUT, url: http://h/s3-us/b/k }
+    request: { method: PUT, url: http://localhost/s3-us/b/k }
     expect: { decision: allow }
   - name: wrong expectation
-    request: { method: PUT, url: http://h/s3-eu/b/k }
+    request: { method: PUT, url: http://localhost/s3-eu/b/k }
     expect: { decision: allow, rule: writes }
 `);
     const { code, stdout } = await cli('policy', 'test', file);
@@ -62,10 +62,10 @@ cases:
     writeFileSync(file, `policy: policy.yaml
 cases:
   - name: "US <ok> & fine"
-    request: { method: PUT, url: http://h/s3-us/b/k }
+    request: { method: PUT, url: http://localhost/s3-us/b/k }
     expect: { decision: allow }
   - name: EU wrong
-    request: { method: PUT, url: http://h/s3-eu/b/k }
+    request: { method: PUT, url: http://localhost/s3-eu/b/k }
     expect: { decision: allow }
 `);
     const { code, stdout } = await cli('policy', 'test', file, '--format', 'junit');

@@ -26,7 +26,7 @@ import { Redis } from 'ioredis';
 import type { DecisionRecord } from '../../src/audit/record.js';
 import { explainCommand } from '../../src/cli/explain.js';
 import { parseConfig } from '../../src/config/load.js';
-import { compileUpstreams, targetFor } from '../../src/proxy/route.js';
+import { compileUpstreams, targetFor } from '../../src/plan/route.js';
 import { createResidencyProxy, parseConfigText, type ResidencyProxy } from '../../src/server.js';
 import { startAzurite, type AzuriteHandle } from '../helpers/azurite.js';
 import { startProxy, type RunningProxy } from '../helpers/proxy.js';
@@ -245,13 +245,15 @@ describe('S3: create-bucket bodies, SigV4 scopes and multipart uploads (AWS SDK 
       client.destroy();
     }
     const [r] = since(proxy, from);
+    // The request's own location (declared us-east-1) joins the stored one, which is unknown: never waved through.
     expect(r).toMatchObject({
       upload: { kind: 'multipart', known: false },
       decision: 'block',
       effective: 'refused',
       reason: 'unknown_location',
-      location: { jurisdictions: [], signals: [] },
+      location: { unplaced: true },
     });
+    expect(r!.location.signals).toContainEqual({ source: 'upload', value: 'unknown upload', jurisdiction: null });
     // (s3rver has no ListParts; the recording-upstream case below shows nothing is sent.)
     await expect(direct.send(new HeadObjectCommand({ Bucket: 'mp-bucket', Key: 'sneaky.bin' }))).rejects.toMatchObject({
       $metadata: { httpStatusCode: 404 },
@@ -336,27 +338,41 @@ describe('S3 create-bucket bodies on the wire (recording upstream)', () => {
     ]);
   });
 
-  it('matches exceptions on the SigV4 principal', async () => {
+  it('matches exceptions only on a SigV4 principal whose signature it verified', async () => {
+    const keysDir = mkdtempSync(join(tmpdir(), 'residency-keys-'));
+    const keysFile = join(keysDir, 'principals');
+    const secret = 'x'.repeat(40);
+    writeFileSync(keysFile, `EXEMPTKEY ${secret}\n`);
     const excepted = await startProxy({
       upstreams: [{ name: 'rec', url: upstream.url, provider: 's3', route: { path_prefix: '/rec', strip_prefix: true }, region: 'us-east-1', request_signals: true }],
       rules: [WRITE_RULE],
+      principal_keys: { file: keysFile },
       exceptions: [
         { name: 'migration', match: { principals: ['EXEMPTKEY'] }, action: 'allow', expires: '2999-01-01T00:00:00Z', ticket: 'CHG-1', reason: 'one-off copy to Frankfurt' },
       ],
     });
-    const exempt = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'EXEMPTKEY', secretAccessKey: 'x'.repeat(40) });
-    const other = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'OTHERKEY', secretAccessKey: 'x'.repeat(40) });
+    const exempt = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'EXEMPTKEY', secretAccessKey: secret });
+    // Claims the excepted key id without knowing its secret: the claim must not count.
+    const impostor = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'EXEMPTKEY', secretAccessKey: 'y'.repeat(40) });
+    const other = s3Client(`${excepted.url}/rec`, 'eu-central-1', { accessKeyId: 'OTHERKEY', secretAccessKey: secret });
     try {
+      upstream.reset();
       await exempt.send(new PutObjectCommand({ Bucket: 'bkt', Key: 'k', Body: 'x' }));
+      await expect(impostor.send(new PutObjectCommand({ Bucket: 'bkt', Key: 'k2', Body: 'x' }))).rejects.toMatchObject(DENIED);
       await expect(other.send(new PutObjectCommand({ Bucket: 'bkt', Key: 'k', Body: 'x' }))).rejects.toMatchObject(DENIED);
-      expect(excepted.decisions().map((r) => [r.principal, r.decision, r.reason, r.exception?.name])).toEqual([
-        ['EXEMPTKEY', 'allow', 'exception_allowed', 'migration'],
-        ['OTHERKEY', 'block', 'location_conflict', undefined],
+      expect(excepted.decisions().map((r) => [r.principal, r.principal_verified, r.decision, r.reason, r.exception?.name])).toEqual([
+        ['EXEMPTKEY', true, 'allow', 'exception_allowed', 'migration'],
+        ['EXEMPTKEY', undefined, 'block', 'location_conflict', undefined],
+        ['OTHERKEY', undefined, 'block', 'location_conflict', undefined],
       ]);
+      expect(upstream.requests.map((r) => r.url)).toEqual(['/bkt/k?x-id=PutObject']);
+      expect(excepted.decisionLogText()).not.toContain(secret);
     } finally {
       exempt.destroy();
+      impostor.destroy();
       other.destroy();
       await excepted.close();
+      rmSync(keysDir, { recursive: true, force: true });
     }
   });
 
@@ -742,7 +758,7 @@ describe('explain with request signals (no I/O)', () => {
     ]);
     expect(JSON.stringify(created.report)).not.toContain('feedface');
 
-    const discovered = await explain('PUT', 'http://proxy.local/u/some-bucket/k', '--offline');
+    const discovered = await explain('PUT', 'http://localhost/u/some-bucket/k', '--offline');
     expect(discovered.report).toMatchObject({ decision: { reason: 'unknown_location' } });
     expect(discovered.report.lookups).toEqual([expect.stringMatching(/^discovery: the proxy asks upstream undeclared where bucket some-bucket is/)]);
   });

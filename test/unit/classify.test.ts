@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyByProvider, compileClassifier, paramValue } from '../../src/proxy/classify.js';
+import { classifyByProvider, compileClassifier, paramValue } from '../../src/plan/classify.js';
 import type { Provider } from '../../src/config/schema.js';
 
 const table: [Provider, string, string, string | null, 'read' | 'write'][] = [

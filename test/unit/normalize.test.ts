@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { hasPathPrefix, normalizePath, splitTarget } from '../../src/proxy/normalize.js';
+import { hasPathPrefix, normalizePath, splitTarget } from '../../src/plan/normalize.js';
 
 // [input, expected output]
 const accepted: Array<[string, string]> = [

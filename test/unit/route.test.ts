@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { bucketOf } from '../../src/location/bucket.js';
-import { compileUpstreams, hostnameOf, Router } from '../../src/proxy/route.js';
+import { compileUpstreams, hostnameOf, Router } from '../../src/plan/route.js';
 import { buildPlanner, parseConfigText } from '../../src/server.js';
 
 const CONFIG = `
@@ -74,7 +74,7 @@ describe('buckets and declared locations', () => {
   it('per-bucket overrides beat the upstream declaration', () => {
     const planner = buildPlanner(config);
     const loc = (target: string) => {
-      const plan = planner.plan({ method: 'PUT', target, host: 'proxy.local' });
+      const plan = planner.plan({ method: 'PUT', target, host: '127.0.0.1:8080' });
       if (plan.kind !== 'decided') throw new Error(plan.detail);
       return plan.location;
     };
@@ -88,7 +88,9 @@ describe('buckets and declared locations', () => {
     const planner = buildPlanner(config);
     expect(planner.plan({ method: 'PUT', target: '/s3/%2e%2e/x', host: 'h' })).toMatchObject({ kind: 'reject', status: 400 });
     expect(planner.plan({ method: 'PUT', target: '/nowhere', host: 'h' })).toMatchObject({ kind: 'reject', status: 404 });
-    const plan = planner.plan({ method: 'PUT', target: '/s3/%62ucket/k?x=1', host: 'h' });
+    const plan = planner.plan({ method: 'PUT', target: '/s3/%62ucket/k?x=1', host: 'localhost' });
     expect(plan).toMatchObject({ kind: 'decided', path: '/s3/bucket/k', query: 'x=1', bucket: 'bucket' });
+    // A preserved Host that is no endpoint name is a CNAME bucket to S3: the proxy cannot tell which, so it refuses.
+    expect(planner.plan({ method: 'PUT', target: '/s3/bucket/k', host: 'h' })).toMatchObject({ kind: 'reject', status: 400, code: 'ambiguous_host' });
   });
 });

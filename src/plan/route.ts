@@ -17,6 +17,8 @@ export interface Upstream {
   /** The URL's host name (an IPv6 literal in brackets): what network location resolves; '' for a `{host}` upstream. */
   readonly hostname: string;
   readonly preserveHost: boolean;
+  /** Host names the storage service serves as its own endpoint (endpoint_hosts), lower case. */
+  readonly endpointHosts: readonly string[];
   readonly routeHost: string | null;
   readonly prefix: string | null;
   readonly stripPrefix: boolean;
@@ -85,6 +87,7 @@ export function compileUpstreams(config: Config): Upstream[] {
       hostname: templated ? '' : url.hostname,
       // SigV4 (S3, GCS HMAC) signs the Host header: rewriting it breaks every signed request.
       preserveHost: u.preserve_host ?? (provider === 's3' || provider === 'gcs'),
+      endpointHosts: (u.endpoint_hosts ?? []).map((h) => h.toLowerCase()),
       routeHost,
       prefix,
       stripPrefix: u.route.strip_prefix ?? false,

@@ -1,0 +1,221 @@
+import { request as httpRequest } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DecisionRecord } from '../../src/audit/record.js';
+import { startProxy, type RunningProxy } from '../helpers/proxy.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+
+/**
+ * The escape corpus: request shapes a real client or an attacker can send,
+ * each with the bucket and places the storage service would act on, sent
+ * through real sockets. A write that would land outside the US is refused
+ * with zero bytes at the upstream; what the proxy cannot read the way the
+ * service does is refused (400) without a decision; and the record names
+ * the real target and every location.
+ */
+
+interface Case {
+  name: string;
+  method: string;
+  path: string;
+  host?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** The status the client sees: 403 refused by policy, 400 unreadable, else forwarded. */
+  status: number;
+  /** Fields the decision record must carry (none for a 400 before any decision). */
+  record?: Partial<Record<keyof DecisionRecord, unknown>>;
+  /** A destination the record's signals must name (bucket or place). */
+  destination?: { bucket?: string; value?: string; jurisdiction: string | null };
+}
+
+const ARN = (bucket: string) => `arn:aws:s3:::${bucket}`;
+const replication = (bucket: string) =>
+  `<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role><Rule><Status>Enabled</Status><Destination><Bucket>${ARN(bucket)}</Bucket></Destination></Rule></ReplicationConfiguration>`;
+const inventory = (bucket: string) =>
+  `<InventoryConfiguration><Id>i</Id><IsEnabled>true</IsEnabled><Destination><S3BucketDestination><Format>CSV</Format><Bucket>${ARN(bucket)}</Bucket></S3BucketDestination></Destination><Schedule><Frequency>Daily</Frequency></Schedule><IncludedObjectVersions>All</IncludedObjectVersions></InventoryConfiguration>`;
+const logging = (bucket: string) => `<BucketLoggingStatus><LoggingEnabled><TargetBucket>${bucket}</TargetBucket><TargetPrefix>logs/</TargetPrefix></LoggingEnabled></BucketLoggingStatus>`;
+const BOUNDARY = 'batch_boundary';
+const batch = (...calls: string[]) =>
+  calls.map((call, i) => `--${BOUNDARY}\r\nContent-Type: application/http\r\nContent-ID: <${i + 1}>\r\n\r\n${call}\r\n`).join('') + `--${BOUNDARY}--\r\n`;
+const BATCH_HEADERS = { 'content-type': `multipart/mixed; boundary=${BOUNDARY}` };
+const scope = (region: string) => `AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/${region}/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=${'0'.repeat(64)}`;
+
+const CASES: Case[] = [
+  // 1. The bucket S3 acts on comes from the Host before the path.
+  { name: 's3: path-style write to an EU bucket', method: 'PUT', path: '/s3/eu-archive/k', body: 'x', status: 403, record: { bucket: 'eu-archive', reason: 'jurisdiction_not_allowed' } },
+  { name: 's3: a preserved Host naming another bucket (CNAME addressing)', method: 'PUT', path: '/s3/us-data/k', host: 'eu-archive', body: 'x', status: 400 },
+  { name: 's3: a preserved Host with a port naming another bucket', method: 'PUT', path: '/s3/us-data/k', host: 'eu-archive:8080', body: 'x', status: 400 },
+  { name: 's3: virtual-hosted under a wildcard route host', method: 'PUT', path: '/us-data/k', host: 'eu-archive.s3.internal', body: 'x', status: 403, record: { bucket: 'eu-archive' } },
+  { name: 's3: virtual-hosted under a wildcard route host, upper case', method: 'PUT', path: '/k', host: 'EU-ARCHIVE.S3.INTERNAL', body: 'x', status: 403, record: { bucket: 'eu-archive' } },
+  { name: 's3: virtual-hosted AWS name beats the path', method: 'PUT', path: '/aws/us-data/k', host: 'eu-archive.s3.us-east-1.amazonaws.com', body: 'x', status: 403, record: { bucket: 'eu-archive' } },
+  { name: 's3: an AWS name that is no S3 endpoint', method: 'PUT', path: '/aws/us-data/k', host: 'eu-archive.sqs.amazonaws.com', body: 'x', status: 400 },
+  // 2. Cloud Storage writes whose destination is not the path's bucket.
+  { name: 'gcs: objects.rewrite to an EU bucket', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/x/rewriteTo/b/eu-bucket/o/y', status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: objects.copy to an EU bucket', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/x/copyTo/b/eu-bucket/o/y', status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: objects.rewrite to an encoded EU bucket name', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/x/rewriteTo/b/%65u-bucket/o/y', status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: a rewrite path the proxy cannot read as Google does', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/x/rewriteTo/b/eu-bucket/o/y/rewriteTo/b/us-bucket/o/z', status: 400 },
+  { name: 'gcs: objects.rewrite between US buckets', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/x/rewriteTo/b/us-bucket/o/y', status: 200 },
+  { name: 'gcs: compose naming an EU destination bucket', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/c/compose', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sourceObjects: [{ name: 'a' }], destination: { bucket: 'eu-bucket' } }), status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: bucket relocation to the EU', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/relocate', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ destinationLocation: 'EU' }), status: 403, destination: { value: 'EU', jurisdiction: 'BE' } },
+  { name: 'gcs: a batch with a write to an EU bucket inside', method: 'POST', path: '/gcs/batch/storage/v1', headers: BATCH_HEADERS, body: batch('GET /storage/v1/b/us-bucket/o/a HTTP/1.1\r\n', 'PATCH /storage/v1/b/eu-bucket/o/b HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{"metadata":{"k":"v"}}'), status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: a batch with a rewrite to an EU bucket inside', method: 'POST', path: '/gcs/batch/storage/v1', headers: BATCH_HEADERS, body: batch('POST /storage/v1/b/us-bucket/o/a/rewriteTo/b/eu-bucket/o/b HTTP/1.1\r\n'), status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: a batch the proxy cannot parse', method: 'POST', path: '/gcs/batch/storage/v1', headers: BATCH_HEADERS, body: 'not a multipart body', status: 400 },
+  { name: 'gcs: a batch of US writes only', method: 'POST', path: '/gcs/batch/storage/v1', headers: BATCH_HEADERS, body: batch('DELETE /storage/v1/b/us-bucket/o/a HTTP/1.1\r\n'), status: 200 },
+  // 3. A continuation adds the stored location to its own signals.
+  { name: 'gcs: upload_id on a bucket insert placing the bucket in the EU', method: 'POST', path: '/gcs/storage/v1/b?project=p&upload_id=abc', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'new-bucket', location: 'EU' }), status: 403 },
+  // 5. Parsing gaps.
+  { name: 's3: an encoded uploadId name still names an upload the proxy never saw', method: 'PUT', path: '/s3/us-data/k?partNumber=1&upload%49d=zzz', body: 'x', status: 403, record: { reason: 'unknown_location', upload: { kind: 'multipart', known: false } } },
+  { name: 's3: the same parameter twice', method: 'PUT', path: '/s3/us-data/k?partNumber=1&uploadId=a&uploadId=b', body: 'x', status: 400 },
+  { name: 's3: an encoded presigned credential names an EU scope', method: 'PUT', path: '/aws/us-data/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Cred%65ntial=AKIDEXAMPLE%2F20260101%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Signature=00', body: 'x', status: 403, record: { reason: 'location_conflict' } },
+  { name: 's3: a SigV4 scope in a region the catalog does not know', method: 'PUT', path: '/aws/us-data/k', headers: { authorization: scope('xx-future-9') }, body: 'x', status: 403, record: { reason: 'unknown_location' } },
+  { name: 's3: a create-bucket constraint the catalog does not know', method: 'PUT', path: '/aws/new-bucket', body: '<CreateBucketConfiguration><LocationConstraint>xx-future-9</LocationConstraint></CreateBucketConfiguration>', status: 403, record: { reason: 'unknown_location' } },
+  // 6. Service-side data movement and write-shaped reads.
+  { name: 's3: replication to an EU bucket', method: 'PUT', path: '/s3/us-data?replication', body: replication('eu-archive'), status: 403, destination: { bucket: 'eu-archive', jurisdiction: 'IE' } },
+  { name: 's3: replication to a bucket nothing places', method: 'PUT', path: '/s3/us-data?replication', body: replication('somewhere'), status: 403, record: { reason: 'unknown_location' }, destination: { bucket: 'somewhere', jurisdiction: null } },
+  { name: 's3: replication between US buckets', method: 'PUT', path: '/s3/us-data?replication', body: replication('us-data'), status: 200 },
+  { name: 's3: an inventory report delivered to an EU bucket', method: 'PUT', path: '/s3/us-data?inventory&id=i', body: inventory('eu-archive'), status: 403, destination: { bucket: 'eu-archive', jurisdiction: 'IE' } },
+  { name: 's3: access logs delivered to an EU bucket', method: 'PUT', path: '/s3/us-data?logging', body: logging('eu-archive'), status: 403, destination: { bucket: 'eu-archive', jurisdiction: 'IE' } },
+  { name: 's3: a replication body the proxy cannot read', method: 'PUT', path: '/s3/us-data?replication', body: '<ReplicationConfiguration><Rule>', status: 400 },
+  { name: 's3: bucket-level POST ?select is no read', method: 'POST', path: '/s3/eu-archive?select&select-type=2', body: '<x/>', status: 403, record: { operation: 'write' } },
+  { name: 's3: ?uploads beside ?select starts an upload', method: 'POST', path: '/s3/eu-archive/k?uploads&select', status: 403, record: { operation: 'write' } },
+  { name: 's3: SelectObjectContent reads, its body a query', method: 'POST', path: '/s3/eu-archive/k?select&select-type=2', body: '<SelectObjectContentRequest/>', status: 200, record: { operation: 'read', body: 'query' } },
+  { name: 's3: a GET with a body to an EU bucket', method: 'GET', path: '/s3/eu-archive/k', body: 'smuggled', status: 403, record: { operation: 'write', body: 'on-read' } },
+  { name: 's3: a HEAD with a body to an EU bucket', method: 'HEAD', path: '/s3/eu-archive/k', body: 'smuggled', status: 403, record: { operation: 'write', body: 'on-read' } },
+  { name: 's3: an OPTIONS with a chunked body to an EU bucket', method: 'OPTIONS', path: '/s3/eu-archive/k', headers: { 'transfer-encoding': 'chunked' }, body: 'smuggled', status: 403, record: { operation: 'write', body: 'on-read' } },
+  { name: 's3: a GET without a body stays a read', method: 'GET', path: '/s3/eu-archive/k', status: 200, record: { operation: 'read' } },
+];
+
+interface Answer {
+  status: number;
+}
+
+function send(port: number, c: Case): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { host: c.host ?? '127.0.0.1', ...c.headers };
+    if (c.body !== undefined && headers['transfer-encoding'] === undefined) headers['content-length'] = String(Buffer.byteLength(c.body));
+    const req = httpRequest({ host: '127.0.0.1', port, method: c.method, path: c.path, headers, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+    });
+    req.on('error', reject);
+    req.end(c.body);
+  });
+}
+
+describe('the escape corpus: the proxy decides on what the storage acts on', () => {
+  let upstream: RecordingUpstream;
+  let proxy: RunningProxy;
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+    proxy = await startProxy({
+      location: { network: false },
+      upstreams: [
+        { name: 's3', url: upstream.url, provider: 's3', route: { path_prefix: '/s3', strip_prefix: true }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1', 'us-data': 'us-east-1' } },
+        { name: 's3-vhost', url: upstream.url, provider: 's3', route: { host: '*.s3.internal' }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1' } },
+        { name: 'aws', url: upstream.url, provider: 's3', route: { path_prefix: '/aws', strip_prefix: true }, region: 'us-east-1', request_signals: true, buckets: { 'eu-archive': 'eu-west-1' } },
+        { name: 'gcs', url: upstream.url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true, buckets: { 'eu-bucket': 'europe-west1' } },
+      ],
+      rules: [{ name: 'writes-us', match: { operations: ['write'] }, allow_jurisdictions: ['US'], mode: 'enforce' }],
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it.each(CASES.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    upstream.reset();
+    const before = proxy.decisions().length;
+    const answer = await send(proxy.port, c);
+    expect(answer.status).toBe(c.status);
+    const records = proxy.decisions().slice(before);
+    if (c.status === 403 || c.status === 400) {
+      // Not one byte of a refused request reaches the storage.
+      expect(upstream.requests).toHaveLength(0);
+      expect(upstream.bytesReceived).toBe(0);
+    } else {
+      expect(upstream.requests).toHaveLength(1);
+      expect(upstream.requests[0]!.bodyBytes).toBe(c.body === undefined ? 0 : Buffer.byteLength(c.body));
+    }
+    if (c.status === 400) {
+      expect(records).toHaveLength(0);
+      return;
+    }
+    expect(records).toHaveLength(1);
+    const record = records[0]!;
+    expect(record.decision).toBe(c.status === 403 ? 'block' : 'allow');
+    if (c.record) expect(record).toMatchObject(c.record);
+    if (c.destination) {
+      expect(record.location.signals).toContainEqual(expect.objectContaining({ source: 'destination', ...c.destination }));
+    }
+  });
+});
+
+describe('continuations add the stored location to their own signals', () => {
+  let upstream: RecordingUpstream;
+  let proxy: RunningProxy;
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream({
+      respond: (req) => {
+        if (req.method === 'POST' && req.url.includes('uploads')) {
+          return { status: 200, headers: { 'content-type': 'application/xml' }, body: '<InitiateMultipartUploadResult><Bucket>us-data</Bucket><Key>k</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>' };
+        }
+        if (req.method === 'POST' && req.url.includes('uploadType=resumable') && !req.url.includes('upload_id')) {
+          return { status: 200, headers: { location: 'https://storage.googleapis.com/upload/storage/v1/b/us-bucket/o?uploadType=resumable&name=x&upload_id=sess-1' } };
+        }
+        return { status: 200, body: 'ok' };
+      },
+    });
+    proxy = await startProxy({
+      location: { network: false },
+      upstreams: [
+        { name: 'aws', url: upstream.url, provider: 's3', route: { path_prefix: '/aws', strip_prefix: true }, region: 'us-east-1', request_signals: true, buckets: { 'eu-archive': 'eu-west-1' } },
+        { name: 'gcs', url: upstream.url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true, buckets: { 'eu-bucket': 'europe-west1' } },
+      ],
+      rules: [{ name: 'writes-us', match: { operations: ['write'] }, allow_jurisdictions: ['US'], mode: 'enforce' }],
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const step = async (c: Omit<Case, 'name'>) => {
+    upstream.reset();
+    const before = proxy.decisions().length;
+    const answer = await send(proxy.port, { name: '', ...c });
+    return { status: answer.status, record: proxy.decisions().slice(before)[0], reached: upstream.requests.length };
+  };
+
+  it('an S3 part sent with an EU scope for an upload started in the US is refused; its record shows both', async () => {
+    expect((await step({ method: 'POST', path: '/aws/us-data/k?uploads', headers: { authorization: scope('us-east-1') }, status: 200 })).status).toBe(200);
+    const eu = await step({ method: 'PUT', path: '/aws/us-data/k?partNumber=1&uploadId=up-1', headers: { authorization: scope('eu-west-1') }, body: 'part', status: 403 });
+    expect(eu).toMatchObject({ status: 403, reached: 0, record: { reason: 'location_conflict', upload: { kind: 'multipart', known: true } } });
+    expect(eu.record!.location.signals).toContainEqual(expect.objectContaining({ source: 'sigv4', value: 'eu-west-1', jurisdiction: 'IE' }));
+    const us = await step({ method: 'PUT', path: '/aws/us-data/k?partNumber=1&uploadId=up-1', headers: { authorization: scope('us-east-1') }, body: 'part', status: 200 });
+    expect(us).toMatchObject({ status: 200, reached: 1, record: { decision: 'allow', upload: { known: true } } });
+    // The same upload id for another object is an upload the proxy never saw.
+    const other = await step({ method: 'PUT', path: '/aws/us-data/other?partNumber=1&uploadId=up-1', headers: { authorization: scope('us-east-1') }, body: 'part', status: 403 });
+    expect(other).toMatchObject({ status: 403, reached: 0, record: { reason: 'unknown_location', upload: { known: false } } });
+  });
+
+  it('a Cloud Storage upload_id does not replace a request’s own signals, nor move the session to another bucket', async () => {
+    const start = await step({ method: 'POST', path: '/gcs/upload/storage/v1/b/us-bucket/o?uploadType=resumable&name=x', status: 200 });
+    expect(start.status).toBe(200);
+    const insert = await step({
+      method: 'POST',
+      path: '/gcs/storage/v1/b?project=p&upload_id=sess-1',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'new-bucket', location: 'EU' }),
+      status: 403,
+    });
+    expect(insert).toMatchObject({ status: 403, reached: 0, record: { decision: 'block', upload: { known: true } } });
+    expect(insert.record!.location.signals).toContainEqual(expect.objectContaining({ source: 'create-bucket', value: 'EU' }));
+    const chunk = await step({ method: 'PUT', path: '/gcs/upload/storage/v1/b/us-bucket/o?uploadType=resumable&upload_id=sess-1', body: 'chunk', status: 200 });
+    expect(chunk).toMatchObject({ status: 200, reached: 1, record: { decision: 'allow', upload: { known: true } } });
+    const moved = await step({ method: 'PUT', path: '/gcs/upload/storage/v1/b/eu-bucket/o?uploadType=resumable&upload_id=sess-1', body: 'chunk', status: 403 });
+    expect(moved).toMatchObject({ status: 403, reached: 0, record: { reason: 'unknown_location' } });
+  });
+});
