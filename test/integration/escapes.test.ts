@@ -85,6 +85,20 @@ const CASES: Case[] = [
   { name: 's3: a GET without a body stays a read', method: 'GET', path: '/s3/eu-archive/k', status: 200, record: { operation: 'read' } },
 ];
 
+/** Path-style and virtual-hosted S3, an AWS-like upstream whose request signals count, and Cloud Storage: US except the EU buckets. */
+function startCorpusProxy(url: string): Promise<RunningProxy> {
+  return startProxy({
+    location: { network: false },
+    upstreams: [
+      { name: 's3', url, provider: 's3', route: { path_prefix: '/s3', strip_prefix: true }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1', 'us-data': 'us-east-1' } },
+      { name: 's3-vhost', url, provider: 's3', route: { host: '*.s3.internal' }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1' } },
+      { name: 'aws', url, provider: 's3', route: { path_prefix: '/aws', strip_prefix: true }, region: 'us-east-1', request_signals: true, buckets: { 'eu-archive': 'eu-west-1' } },
+      { name: 'gcs', url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true, buckets: { 'eu-bucket': 'europe-west1' } },
+    ],
+    rules: [{ name: 'writes-us', match: { operations: ['write'] }, allow_jurisdictions: ['US'], mode: 'enforce' }],
+  });
+}
+
 interface Answer {
   status: number;
 }
@@ -108,16 +122,7 @@ describe('the escape corpus: the proxy decides on what the storage acts on', () 
 
   beforeAll(async () => {
     upstream = await startRecordingUpstream();
-    proxy = await startProxy({
-      location: { network: false },
-      upstreams: [
-        { name: 's3', url: upstream.url, provider: 's3', route: { path_prefix: '/s3', strip_prefix: true }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1', 'us-data': 'us-east-1' } },
-        { name: 's3-vhost', url: upstream.url, provider: 's3', route: { host: '*.s3.internal' }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1' } },
-        { name: 'aws', url: upstream.url, provider: 's3', route: { path_prefix: '/aws', strip_prefix: true }, region: 'us-east-1', request_signals: true, buckets: { 'eu-archive': 'eu-west-1' } },
-        { name: 'gcs', url: upstream.url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true, buckets: { 'eu-bucket': 'europe-west1' } },
-      ],
-      rules: [{ name: 'writes-us', match: { operations: ['write'] }, allow_jurisdictions: ['US'], mode: 'enforce' }],
-    });
+    proxy = await startCorpusProxy(upstream.url);
   });
   afterAll(async () => {
     await proxy?.close();
@@ -168,14 +173,7 @@ describe('continuations add the stored location to their own signals', () => {
         return { status: 200, body: 'ok' };
       },
     });
-    proxy = await startProxy({
-      location: { network: false },
-      upstreams: [
-        { name: 'aws', url: upstream.url, provider: 's3', route: { path_prefix: '/aws', strip_prefix: true }, region: 'us-east-1', request_signals: true, buckets: { 'eu-archive': 'eu-west-1' } },
-        { name: 'gcs', url: upstream.url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true, buckets: { 'eu-bucket': 'europe-west1' } },
-      ],
-      rules: [{ name: 'writes-us', match: { operations: ['write'] }, allow_jurisdictions: ['US'], mode: 'enforce' }],
-    });
+    proxy = await startCorpusProxy(upstream.url);
   });
   afterAll(async () => {
     await proxy?.close();

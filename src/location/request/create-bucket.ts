@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Provider } from '../../config/schema.js';
 import { paramValue } from './query.js';
+import { field, jsonKeyProblem } from './strict-json.js';
 import { placeSignals, type Signal } from '../signals.js';
 
 /**
@@ -197,24 +198,6 @@ export function isAwsChunked(headers: { readonly 'content-encoding'?: string | u
   return typeof enc === 'string' && enc.toLowerCase().split(',').some((e) => e.trim() === 'aws-chunked');
 }
 
-/** Read the body (bounded) and work out the location; never rejects. */
-export async function readCreateBucketLocation(
-  target: CreateBucketTarget,
-  stream: Readable,
-  options: CreateBucketBodyOptions & { readonly limit?: number; readonly signal?: AbortSignal } = {},
-): Promise<{ readonly body: BoundedBody; readonly location: CreateBucketLocation }> {
-  const limit = options.limit ?? CREATE_BUCKET_BODY_LIMIT;
-  const body = await readBounded(stream, limit, options.signal);
-  if (!body.ok) {
-    const location: CreateBucketLocation =
-      body.reason === 'too_large'
-        ? { ok: false, status: 400, code: 'create_bucket_body_too_large', detail: `a create-bucket body larger than ${limit} bytes is not accepted` }
-        : { ok: false, status: 400, code: 'create_bucket_unreadable', detail: 'the create-bucket body did not arrive' };
-    return { body, location };
-  }
-  return { body, location: createBucketLocation(target, body.bytes, options) };
-}
-
 const malformed = (detail: string): CreateBucketLocation => ({ ok: false, status: 400, code: 'create_bucket_malformed', detail });
 
 /** Work out where a bucket-creating request puts the bucket, from its (whole) body. Never throws. */
@@ -280,8 +263,8 @@ function gcsJsonLocation(text: string): CreateBucketLocation {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return malformed('the body is not a JSON object');
   // Duplicate or differently spelled keys (location / Location, dataLocations /
   // data_locations) would let the upstream read another value than we did.
-  const dup = duplicateJsonKey(text);
-  if (dup !== null) return malformed(`the key ${JSON.stringify(dup)} appears more than once`);
+  const problem = jsonKeyProblem(text);
+  if (problem !== null) return malformed(problem);
   const body = doc as Record<string, unknown>;
   const name = typeof body.name === 'string' ? body.name : null;
   const location = field(body, 'location');
@@ -301,49 +284,6 @@ function gcsJsonLocation(text: string): CreateBucketLocation {
     }
   }
   return { ok: true, api: 'gcs-json', bucket: name, places: [stated ?? 'US'], stated, defaulted: stated === null };
-}
-
-/** The value of a key, matched ignoring case and underscores (duplicates already refused). */
-function field(obj: Record<string, unknown>, normalized: string): unknown {
-  for (const k of Object.keys(obj)) if (normalizeKey(k) === normalized) return obj[k];
-  return undefined;
-}
-
-function normalizeKey(k: string): string {
-  return k.toLowerCase().replaceAll('_', '');
-}
-
-/**
- * The first key (normalised: case and underscores ignored) that appears
- * twice in one object, else null. `text` is already known to be valid JSON.
- */
-function duplicateJsonKey(text: string): string | null {
-  const stack: { keys: Set<string> | null; expectKey: boolean }[] = [];
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      let j = i + 1;
-      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
-      const top = stack[stack.length - 1];
-      if (top !== undefined && top.keys !== null && top.expectKey) {
-        const key = normalizeKey(JSON.parse(text.slice(i, j + 1)) as string);
-        if (top.keys.has(key)) return key;
-        top.keys.add(key);
-        top.expectKey = false;
-      }
-      i = j;
-    } else if (c === 0x7b /* { */) {
-      stack.push({ keys: new Set(), expectKey: true });
-    } else if (c === 0x5b /* [ */) {
-      stack.push({ keys: null, expectKey: false });
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      stack.pop();
-    } else if (c === 0x2c /* , */) {
-      const top = stack[stack.length - 1];
-      if (top !== undefined && top.keys !== null) top.expectKey = true;
-    }
-  }
-  return null;
 }
 
 /** Signals for a successful create-bucket location. */

@@ -1,4 +1,5 @@
 import { decodeAwsChunked, parseSafeXml, type XmlElement } from './create-bucket.js';
+import { field, jsonKeyProblem } from './strict-json.js';
 
 /**
  * Requests whose data lands somewhere other than their own target, because
@@ -252,7 +253,6 @@ function plainBucketName(value: string, where: string): { bucket: string } {
 const LOCATION_VALUE = /^[A-Za-z0-9-]{1,64}$/;
 // 3..63 characters, or up to 222 when dotted; lower case only.
 const GCS_BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
-const MAX_JSON_DEPTH = 32;
 
 /** POST /storage/v1/b/BUCKET/relocate: destinationLocation, destinationCustomPlacementConfig.dataLocations. Never throws. */
 export function gcsRelocateDestinations(body: Uint8Array): BodyReading {
@@ -305,52 +305,9 @@ function readJsonObject(text: string): Record<string, unknown> {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return unreadable('the body is not a JSON object');
   // A reader that keeps the last of two equal keys (or reads another
   // spelling: Google also takes snake_case) could see what we did not.
-  const dup = duplicateJsonKey(text);
-  if (dup !== null) return unreadable(`the key ${JSON.stringify(dup)} appears more than once`);
+  const problem = jsonKeyProblem(text);
+  if (problem !== null) return unreadable(problem);
   return doc as Record<string, unknown>;
-}
-
-/** The value of a key, matched ignoring case and underscores (duplicates already refused). */
-function field(obj: Record<string, unknown>, normalized: string): unknown {
-  for (const k of Object.keys(obj)) if (normalizeKey(k) === normalized) return obj[k];
-  return undefined;
-}
-
-function normalizeKey(k: string): string {
-  return k.toLowerCase().replaceAll('_', '');
-}
-
-/**
- * The first key (normalised: case and underscores ignored) that appears
- * twice in one object, else null. `text` is known to be valid JSON. Deep
- * nesting is refused: these bodies are a few levels deep.
- */
-function duplicateJsonKey(text: string): string | null {
-  const stack: { keys: Set<string> | null; expectKey: boolean }[] = [];
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      let j = i + 1;
-      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
-      const top = stack[stack.length - 1];
-      if (top !== undefined && top.keys !== null && top.expectKey) {
-        const key = normalizeKey(JSON.parse(text.slice(i, j + 1)) as string);
-        if (top.keys.has(key)) return key;
-        top.keys.add(key);
-        top.expectKey = false;
-      }
-      i = j;
-    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      if (stack.length >= MAX_JSON_DEPTH) unreadable('the JSON is nested too deeply');
-      stack.push(c === 0x7b ? { keys: new Set(), expectKey: true } : { keys: null, expectKey: false });
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      stack.pop();
-    } else if (c === 0x2c /* , */) {
-      const top = stack[stack.length - 1];
-      if (top !== undefined && top.keys !== null) top.expectKey = true;
-    }
-  }
-  return null;
 }
 
 // ---------------------------------------------------------------------------
