@@ -156,7 +156,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registry,
     decisions: new Counter({
       name: 'residency_decisions_total',
-      help: 'Requests decided by the policy, by upstream, operation (read/write), decision (allow/block), mode of the deciding rule, jurisdictions found (comma-separated, "unknown" when none) and reason. decision="block" with mode="monitor" or "warn" was forwarded anyway.',
+      help: 'Requests decided by the policy, by upstream, operation (read/write), decision (allow/block), mode of the deciding rule, jurisdiction found (an ISO 3166-1 code; "multiple" when several, "unknown" when none: the decision record lists them) and reason. decision="block" with mode="monitor" or "warn" was forwarded anyway.',
       labelNames: ['upstream', 'operation', 'decision', 'mode', 'jurisdiction', 'reason'],
       registers,
     }),

@@ -14,6 +14,7 @@ import { regionFromRedirect } from '../location/request/s3-region.js';
 import { UNRESOLVED, type NetworkLocation } from '../location/network-locator.js';
 import type { RequestStores } from '../fleet/request-stores.js';
 import type { StoredLocation } from '../location/request/uploads.js';
+import { isIsoAlpha2 } from '../location/iso3166.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
 import { UpstreamExchange, type ResponseHead } from './exchange.js';
@@ -150,7 +151,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       operation: plan.operation,
       decision: decision.action,
       mode: decision.mode,
-      jurisdiction: decision.jurisdictions.length === 0 ? 'unknown' : decision.jurisdictions.join(','),
+      jurisdiction: jurisdictionLabel(decision.jurisdictions),
       reason: decision.reason,
     });
     // Would-blocks in monitor mode, and where a shadow policy disagrees: what a team watches before enforcing.
@@ -503,6 +504,19 @@ export function createRequestHandler(deps: HandlerDeps) {
     headers['connection'] = 'close';
     lingerOnClose(req, { maxBytes: limits.refusalDrainBytes, maxMs: limits.refusalLingerMs });
   }
+}
+
+/**
+ * The `jurisdiction` label: a closed set whatever the traffic. One ISO
+ * 3166-1 code (the catalog and the config produce no others), `unknown`
+ * for none, `multiple` for several: a client that lists places in a body
+ * (dual-region data locations, batch calls) must not mint a series per
+ * combination. The record keeps the full list.
+ */
+export function jurisdictionLabel(jurisdictions: readonly string[]): string {
+  if (jurisdictions.length === 0) return 'unknown';
+  if (jurisdictions.length > 1) return 'multiple';
+  return isIsoAlpha2(jurisdictions[0]!) ? jurisdictions[0]! : 'other';
 }
 
 function decisionHeaders(action: 'allow' | 'block', id: string): Record<string, string> {

@@ -20,6 +20,7 @@ beforeAll(async () => {
       { name: 's3-us', url: upstream.url, provider: 's3', route: { path_prefix: '/us', strip_prefix: true }, region: 'us-east-1' },
       { name: 's3-eu', url: upstream.url, provider: 's3', route: { path_prefix: '/eu', strip_prefix: true }, region: 'eu-west-1' },
       { name: 's3-eu-trial', url: upstream.url, provider: 's3', route: { path_prefix: '/trial', strip_prefix: true }, region: 'eu-central-1' },
+      { name: 'gcs', url: upstream.url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true },
     ],
     rules: [
       { name: 'trial-monitor', match: { upstreams: ['s3-eu-trial'] }, allow_jurisdictions: ['US'], mode: 'monitor' },
@@ -94,5 +95,31 @@ describe('metric cardinality', () => {
       .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
     // 6 of the 8 shapes reach a decision; the warm-up round included.
     expect(decided).toBe(proxy.decisions().length);
+  });
+
+  it('stays bounded after thousands of bucket inserts listing places in every order', async () => {
+    // Every permutation of three of these, and each place alone and in pairs: thousands of distinct lists.
+    const places = ['europe-west1', 'europe-west3', 'asia-east1', 'us-central1', 'australia-southeast1', 'southamerica-east1', 'me-west1', 'africa-south1'];
+    const bodies: string[] = [];
+    for (const a of places) for (const b of places) for (const c of places) {
+      if (a !== b && b !== c && a !== c) bodies.push(JSON.stringify({ name: 'b', customPlacementConfig: { dataLocations: [a, b, c] } }));
+    }
+    for (const a of places) for (const b of places) if (a !== b) bodies.push(JSON.stringify({ name: 'b', customPlacementConfig: { dataLocations: [a, b] } }));
+    for (const a of places) bodies.push(JSON.stringify({ name: 'b', location: a }));
+    expect(bodies.length).toBeGreaterThan(300);
+    const request = (body: string) => ({ method: 'POST', path: '/gcs/storage/v1/b?project=p', body });
+    // Warm up: one list of several places and one of each single place.
+    await send([request(bodies[0]!), ...places.map((p) => request(JSON.stringify({ name: 'b', location: p })))], 1);
+    const before = await residencySeries();
+    const all: { method: string; path: string; body: string }[] = [];
+    while (all.length < 3_000) all.push(...bodies.map(request));
+    const statuses = await send(all.slice(0, 3_000));
+    expect(statuses.get(403)).toBeGreaterThan(0);
+    const after = await residencySeries();
+    const names = (lines: string[]) => lines.map((l) => l.replace(/ [^ ]+$/, '')).sort();
+    expect(names(after)).toEqual(names(before));
+    const jurisdictions = new Set(after.filter((l) => l.startsWith('residency_decisions_total{upstream="gcs"')).map((l) => /jurisdiction="([^"]*)"/.exec(l)![1]!));
+    expect([...jurisdictions].every((j) => j === 'multiple' || /^[A-Z]{2}$/.test(j))).toBe(true);
+    expect(jurisdictions.has('multiple')).toBe(true);
   });
 });
