@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import { expandLogArgs, orderLogFiles } from './catalog.js';
 import { readLines } from './lines.js';
-import { isEvent, type DecisionRecord } from './record.js';
+import { isEvent, isOutcome, type DecisionRecord } from './record.js';
 
 export interface QueryFilter {
   /** Inclusive, ISO 8601 UTC (as records write `ts`). */
@@ -143,7 +143,7 @@ function cells(r: DecisionRecord): string[] {
     r.method,
     r.upstream,
     jurisdictionsOf(r).join(';'),
-    String(r.status),
+    r.status === null ? 'pending' : String(r.status),
     r.rule ?? '',
     r.reason,
     r.id,
@@ -184,6 +184,11 @@ export async function runQuery(args: readonly string[], filter: QueryFilter, for
   const buffer = new OutputBuffer(out);
   const stats: QueryStats = { scanned: 0, matched: 0, unreadable: 0 };
   const quick = prefilter(filter);
+  // A forwarded write's decision (status null) is completed by its outcome
+  // record, later in the chain: json passes that line on after the decision,
+  // table and csv hold the row until the outcome gives its status. What is
+  // held is bounded by the writes in flight when the log was written.
+  const awaiting = new Map<string, DecisionRecord | null>();
   if (format === 'table') await buffer.write(`${tableRow(COLUMNS)}\n`);
   if (format === 'csv') await buffer.write(`${COLUMNS.join(',')}\r\n`);
   for (const group of orderLogFiles(files)) {
@@ -194,7 +199,18 @@ export async function runQuery(args: readonly string[], filter: QueryFilter, for
           return stats;
         }
         stats.scanned++;
-        if (!line.terminated || !quick(line.text)) continue;
+        if (!line.terminated) continue;
+        if (awaiting.size > 0 && line.text.includes('"kind":"outcome"')) {
+          const outcome = parseOutcome(line.text);
+          const held = outcome === null ? undefined : awaiting.get(outcome.id);
+          if (outcome !== null && held !== undefined) {
+            awaiting.delete(outcome.id);
+            if (format === 'json') await buffer.write(`${line.text}\n`);
+            else await writeRow({ ...held!, status: outcome.status, bytes_in: outcome.bytes_in, bytes_out: outcome.bytes_out });
+          }
+          continue;
+        }
+        if (!quick(line.text)) continue;
         let record: DecisionRecord;
         try {
           record = JSON.parse(line.text) as DecisionRecord;
@@ -202,14 +218,32 @@ export async function runQuery(args: readonly string[], filter: QueryFilter, for
           stats.unreadable++;
           continue;
         }
-        if (!matches(record, filter)) continue;
+        if (isOutcome(record) || !matches(record, filter)) continue;
         stats.matched++;
+        if (record.status === null && typeof record.id === 'string') {
+          awaiting.set(record.id, format === 'json' ? null : record);
+          if (format !== 'json') continue;
+        }
         if (format === 'json') await buffer.write(`${line.text}\n`);
-        else if (format === 'csv') await buffer.write(`${cells(record).map(csvField).join(',')}\r\n`);
-        else await buffer.write(`${tableRow(cells(record))}\n`);
+        else await writeRow(record);
       }
     }
   }
+  // Decisions whose outcome was never written (the last writes in flight at a crash): shown as pending.
+  if (format !== 'json') for (const held of awaiting.values()) await writeRow(held!);
   await buffer.flush();
   return stats;
+
+  function writeRow(record: DecisionRecord): Promise<void> {
+    return format === 'csv' ? buffer.write(`${cells(record).map(csvField).join(',')}\r\n`) : buffer.write(`${tableRow(cells(record))}\n`);
+  }
+}
+
+function parseOutcome(text: string): { id: string; status: number; bytes_in: number; bytes_out: number | null } | null {
+  try {
+    const record = JSON.parse(text) as Record<string, unknown>;
+    return isOutcome(record) ? record : null;
+  } catch {
+    return null;
+  }
 }

@@ -2,8 +2,13 @@ import type { Mode, Operation } from '../config/schema.js';
 import type { AppliedException, Reason } from '../policy/engine.js';
 import type { Signal } from '../location/signals.js';
 
-/** Version of the record format. Fields may be added, never renamed. */
-export const RECORD_VERSION = 1;
+/**
+ * Version of the record format. Fields may be added, never renamed.
+ * 2: a forwarded write's decision is recorded (durably) before anything is
+ * sent upstream, with `status: null`; its outcome follows as an `outcome`
+ * record naming the decision's `id`. Version 1 logs stay verifiable.
+ */
+export const RECORD_VERSION = 2;
 
 /**
  * One decision, as an auditor reads it. No query strings, no headers, no
@@ -49,8 +54,8 @@ export interface DecisionRecord {
    * none was stored (the location is then unknown).
    */
   upload?: { kind: 'multipart' | 'gcs-resumable'; known: boolean };
-  /** Final status the client was sent. */
-  status: number;
+  /** Final status the client was sent; null on a forwarded write's decision, whose outcome record says. */
+  status: number | null;
   bytes_in: number;
   /** Response body bytes the upstream declared (Content-Length); null when it streamed without one. */
   bytes_out: number | null;
@@ -82,11 +87,36 @@ export interface EventEntry {
   trigger: string;
 }
 
+/**
+ * What became of a forwarded write whose decision was recorded before it was
+ * sent: chained after it, naming the decision's `id`.
+ */
+export interface OutcomeEntry {
+  kind: 'outcome';
+  ts: string;
+  /** The decision this outcome belongs to. */
+  id: string;
+  status: number;
+  bytes_in: number;
+  bytes_out: number | null;
+  duration_ms: number;
+  error?: string;
+}
+
 /** Anything the decision log chains. */
-export type LogEntry = DecisionEntry | EventEntry;
+export type LogEntry = DecisionEntry | EventEntry | OutcomeEntry;
 
 export function isEvent(record: object): boolean {
   return (record as { kind?: unknown }).kind === 'event';
+}
+
+export function isOutcome(record: object): record is OutcomeEntry {
+  return (record as { kind?: unknown }).kind === 'outcome';
+}
+
+/** A decision (not a fleet event or a write's outcome). */
+export function isDecision(record: object): boolean {
+  return (record as { kind?: unknown }).kind === undefined;
 }
 
 /** Where decision records go. Kept small so a durable, chained sink can replace the first one. */

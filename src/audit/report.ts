@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { jurisdictionsOf } from './query.js';
-import { isEvent, type DecisionRecord } from './record.js';
+import { isDecision, type DecisionRecord } from './record.js';
 import { verifyLogs, type Finding, type VerifyResult } from './verify.js';
 
 export interface ReportOptions {
@@ -99,8 +99,8 @@ export async function buildReport(args: readonly string[], options: ReportOption
 
   const onRecord = (rec: DecisionRecord) => {
     r.records_read++;
-    // Fleet events (lockdown set/lift) are chained and verified, not counted as decisions.
-    if (isEvent(rec)) return;
+    // Fleet events (lockdown set/lift) and write outcomes are chained and verified, not counted as decisions.
+    if (!isDecision(rec)) return;
     if (typeof rec.ts !== 'string' || !(rec.ts >= options.since && rec.ts < options.until)) return;
     r.records++;
     bump(r.by_decision, String(rec.decision));

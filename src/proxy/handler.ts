@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { DecisionEntry, DecisionSink } from '../audit/record.js';
+import type { DecisionEntry, DecisionSink, OutcomeEntry } from '../audit/record.js';
 import { gcsSessionKey, gcsUploadIdFromLocation } from '../location/request/azure-gcs.js';
 import {
   CREATE_BUCKET_BODY_LIMIT,
@@ -160,7 +160,7 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     const shadow = plan.shadow === null ? undefined : { policy: planner.shadowPolicy!.hash, decision: plan.shadow.action, rule: plan.shadow.rule, reason: plan.shadow.reason };
     // Optional fields are left undefined rather than spread in: the record's serialiser leaves undefined out.
-    const entry = (status: number, bytesIn: number, bytesOut: number | null, error?: string): DecisionEntry => ({
+    const entry = (status: number | null, bytesIn: number, bytesOut: number | null, error?: string): DecisionEntry => ({
       ts: new Date().toISOString(),
       id,
       policy: planner.policy.hash,
@@ -193,7 +193,7 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     /** Write the record; false (after answering 503) when it cannot be written: fail closed. */
     const record = async (e: DecisionEntry): Promise<boolean> => {
-      metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, e.duration_ms / 1000);
+      if (e.status !== null) metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, e.duration_ms / 1000);
       try {
         await sink.write(e);
         metrics.decisionLogRecords.inc();
@@ -230,7 +230,28 @@ export function createRequestHandler(deps: HandlerDeps) {
       return;
     }
 
-    await forward(req, res, upstream, plan, id, entry, record, inspected);
+    /**
+     * A forwarded write's outcome, chained after its decision and durable
+     * before the client sees the final status (as a read's one record is).
+     * Never fails the request: the write has happened and its decision is
+     * durable, so a log that fails now is logged and counted, and the
+     * upstream's answer still goes out (a 503 would invite a retry of a
+     * write that succeeded).
+     */
+    const recordOutcome: OutcomeRecorder = async (status, bytesIn, bytesOut, error) => {
+      const duration = Math.round((performance.now() - started) * 1000) / 1000;
+      metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, duration / 1000);
+      const outcome: OutcomeEntry = { kind: 'outcome', ts: new Date().toISOString(), id, status, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: duration, error };
+      try {
+        await sink.write(outcome);
+        metrics.decisionLogRecords.inc();
+      } catch (err) {
+        metrics.decisionLogErrors.inc();
+        logger.error({ err: errorSummary(err), decision_id: id }, 'the outcome of a forwarded write could not be recorded');
+      }
+    };
+
+    await forward(req, res, upstream, plan, id, entry, record, recordOutcome, inspected);
   };
 
   /**
@@ -327,11 +348,24 @@ export function createRequestHandler(deps: HandlerDeps) {
     upstream: Upstream,
     plan: Decided,
     id: string,
-    entry: (status: number, bytesIn: number, bytesOut: number | null, error?: string) => DecisionEntry,
+    entry: (status: number | null, bytesIn: number, bytesOut: number | null, error?: string) => DecisionEntry,
     record: (e: DecisionEntry) => Promise<boolean>,
+    recordOutcome: OutcomeRecorder,
     inspected: Inspected,
   ): Promise<void> {
     const { decision, route, query } = plan;
+    // A write's decision is durable before any byte of it goes upstream (and
+    // before 100 Continue invites its body): a log that cannot take it means
+    // 503 with nothing sent. Its outcome follows as a record of its own.
+    // Reads keep one record, written once the upstream has answered.
+    const early = plan.operation === 'write';
+    if (early && !(await record(entry(null, 0, null)))) return;
+    /** Record how it ended: a read's one record (false: answered 503), or a write's outcome. */
+    const settle = async (status: number, bytesIn: number, bytesOut: number | null, error?: string): Promise<boolean> => {
+      if (!early) return record(entry(status, bytesIn, bytesOut, error));
+      await recordOutcome(status, bytesIn, bytesOut, error);
+      return true;
+    };
     const hasBody = requestHasBody(req.headers);
     // Network location on and no address (the host did not resolve): nothing is
     // sent anywhere, since only a located address may be connected to.
@@ -365,7 +399,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       metrics.upstreamBytes.inc({ upstream: upstream.name, direction: 'out' }, sentBytes());
       logger.warn({ upstream: upstream.name, decision_id: id, failure, err: errorSummary(err) }, 'forwarding failed');
       const status = FAILURE_STATUS[failure];
-      if (!(await record(entry(status, sentBytes(), null, failure)))) return;
+      if (!(await settle(status, sentBytes(), null, failure))) return;
       if (failure === 'client_aborted') return;
       sendError(req, res, upstream, {
         status,
@@ -382,7 +416,7 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     const declaredLength = response.headers['content-length'];
     const bytesOut = typeof declaredLength === 'string' && /^\d+$/.test(declaredLength) ? Number(declaredLength) : null;
-    if (!(await record(entry(response.statusCode, sentBytes(), bytesOut)))) {
+    if (!(await settle(response.statusCode, sentBytes(), bytesOut))) {
       // Discarded unread.
       exchange.abort();
       return;
@@ -518,6 +552,9 @@ export function jurisdictionLabel(jurisdictions: readonly string[]): string {
   if (jurisdictions.length > 1) return 'multiple';
   return isIsoAlpha2(jurisdictions[0]!) ? jurisdictions[0]! : 'other';
 }
+
+/** Records a forwarded write's outcome after its decision. */
+type OutcomeRecorder = (status: number, bytesIn: number, bytesOut: number | null, error?: string) => Promise<void>;
 
 function decisionHeaders(action: 'allow' | 'block', id: string): Record<string, string> {
   return { 'x-residency-decision': action, 'x-residency-decision-id': id };

@@ -13,8 +13,13 @@ export interface RunningProxy {
   adminUrl: string;
   app: ResidencyProxy;
   logFile: string;
-  /** Decision records written so far, parsed. */
+  /**
+   * Decision records written so far, parsed, one per decided request: a
+   * forwarded write's outcome record is joined into its decision (as
+   * `audit query` shows it). `records()` has every line as written.
+   */
   decisions(): DecisionRecord[];
+  records(): Array<DecisionRecord & { kind?: string }>;
   /** The raw decision log text (for grepping secrets). */
   decisionLogText(): string;
   close(): Promise<void>;
@@ -45,14 +50,34 @@ export async function startProxy(config: Record<string, unknown>): Promise<Runni
     app,
     logFile,
     decisionLogText: readLog,
-    decisions: () =>
-      readLog()
-        .split('\n')
-        .filter((l) => l.length > 0)
-        .map((l) => JSON.parse(l) as DecisionRecord),
+    records: () => parseLines(readLog()),
+    decisions: () => joinOutcomes(parseLines(readLog())),
     async close() {
       await app.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+function parseLines(text: string): Array<DecisionRecord & { kind?: string }> {
+  return text
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as DecisionRecord & { kind?: string });
+}
+
+/** Each outcome's status, bytes, duration and error merged into the decision it names; outcome lines dropped. */
+function joinOutcomes(records: Array<DecisionRecord & { kind?: string }>): DecisionRecord[] {
+  const byId = new Map<string, DecisionRecord>();
+  const out: DecisionRecord[] = [];
+  for (const r of records) {
+    if (r.kind === 'outcome') {
+      const decision = byId.get(r.id);
+      if (decision) Object.assign(decision, { status: r.status, bytes_in: r.bytes_in, bytes_out: r.bytes_out, duration_ms: r.duration_ms }, r.error === undefined ? {} : { error: r.error });
+      continue;
+    }
+    byId.set(r.id, r);
+    out.push(r);
+  }
+  return out;
 }

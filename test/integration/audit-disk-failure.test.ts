@@ -66,8 +66,11 @@ describe('decision log: the disk stops taking writes, then comes back', () => {
     expect((await readyz(adminPort)).status).toBe(200);
 
     breakDisk(logDir);
+    upstream.reset();
     const put = await send(port, 'PUT', '/us/bucket/during.txt', 'hi');
     expect(put.status).toBe(503);
+    // The decision could not be made durable, so nothing of the write was sent: no stored write without a record.
+    expect(upstream.requests.filter((r) => r.url.includes('during'))).toEqual([]);
     const refused = await send(port, 'PUT', '/eu/bucket/during.txt', 'hi');
     expect(refused.status).toBe(503); // not even a refusal goes out unrecorded
     const get = await send(port, 'GET', '/us/bucket/before.txt', null);
@@ -87,15 +90,19 @@ describe('decision log: the disk stops taking writes, then comes back', () => {
     const records = readFileSync(join(logDir, 'decisions.log'), 'utf8')
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as DecisionRecord);
-    // The held read is written once the log is back, before the next write; the 503s have no record.
-    expect(records.map((r) => [r.seq, r.method, r.path, r.status])).toEqual([
-      [1, 'PUT', '/bucket/before.txt', 200],
-      [2, 'GET', '/bucket/before.txt', 200],
-      [3, 'PUT', '/bucket/after.txt', 200],
+      .map((l) => JSON.parse(l) as DecisionRecord & { kind?: string });
+    // A write's decision (status null) is durable before it is sent, its outcome follows; the held read is
+    // written once the log is back, before the next write; the 503s have no record.
+    expect(records.map((r) => [r.seq, r.kind ?? r.method, r.path, r.status])).toEqual([
+      [1, 'PUT', '/bucket/before.txt', null],
+      [2, 'outcome', undefined, 200],
+      [3, 'GET', '/bucket/before.txt', 200],
+      [4, 'PUT', '/bucket/after.txt', null],
+      [5, 'outcome', undefined, 200],
     ]);
-    expect(records[2]!.id).not.toBe(get.decisionId);
-    expect(records[1]!.id).toBe(get.decisionId);
+    expect(records[1]!.id).toBe(records[0]!.id);
+    expect(records[2]!.id).toBe(get.decisionId);
+    expect(records[3]!.id).not.toBe(get.decisionId);
     const verify = runCli(['audit', 'verify', logDir]);
     expect(verify.status).toBe(0);
   });

@@ -7,21 +7,24 @@ import type { DecisionRecord } from '../../src/audit/record.js';
 import { assertBuilt, proxyConfig, runCli, send, serve, writeConfig, type Answer, type ServedProxy } from '../helpers/audit-serve.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
-/** Every record id in every file of the log directory (a torn last line is skipped). */
-function recordedIds(dir: string): Set<string> {
+/** Every record id, and every decided path, in every file of the log directory (a torn last line is skipped). */
+function recorded(dir: string): { ids: Set<string>; paths: Set<string> } {
   const ids = new Set<string>();
+  const paths = new Set<string>();
   for (const name of readdirSync(dir)) {
     if (!name.endsWith('.log')) continue;
     for (const line of readFileSync(join(dir, name), 'utf8').split('\n')) {
       if (line === '') continue;
       try {
-        ids.add((JSON.parse(line) as DecisionRecord).id);
+        const record = JSON.parse(line) as DecisionRecord;
+        ids.add(record.id);
+        if (typeof record.path === 'string') paths.add(record.path);
       } catch {
         // The torn tail of the killed writer.
       }
     }
   }
-  return ids;
+  return { ids, paths };
 }
 
 /**
@@ -80,6 +83,7 @@ describe('decision log durability under kill -9', () => {
     // A small rotation size: kills also land around rotations and seals.
     const config = writeConfig(dir, `run-${run}.yaml`, proxyConfig(upstream.url, { path: join(logDir, 'decisions.log'), rotate_bytes: 256 * 1024 }));
     proxy = await serve(config);
+    upstream.reset();
     // The kill point counts from the first answer, so a slow machine still gets load before the kill.
     let started = 0;
     let startKillClock!: () => void;
@@ -96,7 +100,7 @@ describe('decision log durability under kill -9', () => {
     await proxy.exited;
     proxy = null;
 
-    const ids = recordedIds(logDir);
+    const { ids, paths } = recorded(logDir);
     const decided = answers.filter((a) => a.decisionId !== undefined);
     const missing = decided.filter((a) => !ids.has(a.decisionId!));
     console.log(
@@ -107,6 +111,11 @@ describe('decision log durability under kill -9', () => {
     expect(decided.length).toBeGreaterThan(20);
     expect(answers.every((a) => a.status === 200 || a.status === 403)).toBe(true);
     expect(missing).toEqual([]);
+    // No stored write without a durable decision: every request the storage saw (the proxy strips /us) was decided on disk first.
+    const unrecorded = upstream.requests.filter((r) => !paths.has(r.url));
+    console.log(`[audit-durability] run ${run}: ${upstream.requests.length} requests reached the upstream, ${unrecorded.length} without a durable decision`);
+    expect(upstream.requests.length).toBeGreaterThan(0);
+    expect(unrecorded).toEqual([]);
 
     // Whatever the kill left behind verifies; a torn tail of the unsealed active file is only a warning.
     const verify = runCli(['audit', 'verify', logDir]);

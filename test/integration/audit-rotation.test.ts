@@ -75,15 +75,17 @@ describe('rotation across several files and a restart, signed seals', () => {
     for (const n of rotated) expect(names).toContain(`${n}.digest.json`);
     expect(names).toContain('decisions.log.digest.json'); // sealed at shutdown
 
-    // One unbroken chain, seq 1..250, across every file.
+    // One unbroken chain across every file: 250 decisions, and an outcome after each of the 200 forwarded writes.
     const all = [...rotated, 'decisions.log'].flatMap((n) =>
-      readFileSync(join(logDir, n), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as DecisionRecord),
+      readFileSync(join(logDir, n), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as DecisionRecord & { kind?: string }),
     );
-    expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+    expect(all.filter((r) => r.kind === undefined)).toHaveLength(250);
+    expect(all.filter((r) => r.kind === 'outcome')).toHaveLength(200);
+    expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 450 }, (_, i) => i + 1));
     for (let i = 1; i < all.length; i++) expect(all[i]!.prev).toBe(all[i - 1]!.hash);
 
     const verify = runCli(['audit', 'verify', logDir, '--public-key', publicKey, '--require-signature']);
-    expect(verify.stdout).toContain('INTACT: 250 records');
+    expect(verify.stdout).toContain('INTACT: 450 records');
     expect(verify.status).toBe(0);
 
     // The CLI names the first broken record.
@@ -91,12 +93,14 @@ describe('rotation across several files and a restart, signed seals', () => {
     cpSync(logDir, tampered, { recursive: true });
     const victim = rotated[1]!;
     const lines = readFileSync(join(tampered, victim), 'utf8').split('\n');
-    lines[4] = lines[4]!.replace('"method":"PUT"', '"method":"GET"');
+    // The first decision from line 5 on (outcome records have no method).
+    const at = lines.findIndex((l, i) => i >= 4 && l.includes('"method":"PUT"'));
+    lines[at] = lines[at]!.replace('"method":"PUT"', '"method":"GET"');
     writeFileSync(join(tampered, victim), lines.join('\n'));
     const broken = runCli(['audit', 'verify', tampered, '--public-key', publicKey]);
     expect(broken.status).toBe(1);
-    const seq = (JSON.parse(lines[4]!) as DecisionRecord).seq;
-    expect(broken.stdout).toContain(`BROKEN: first broken record at ${join(tampered, victim)}:5 (seq ${seq}): record seq ${seq} does not match its hash`);
+    const seq = (JSON.parse(lines[at]!) as DecisionRecord).seq;
+    expect(broken.stdout).toContain(`BROKEN: first broken record at ${join(tampered, victim)}:${at + 1} (seq ${seq}): record seq ${seq} does not match its hash`);
 
     const blocked = runCli(['audit', 'query', logDir, '--decision', 'block', '--format', 'csv']);
     expect(blocked.status).toBe(0);
@@ -109,7 +113,7 @@ describe('rotation across several files and a restart, signed seals', () => {
     const html = runCli(['audit', 'report', logDir, '--since', since, '--until', until, '--format', 'html', '--public-key', publicKey]);
     expect(html.status).toBe(0);
     expect(html.stdout).toContain('<svg');
-    expect(html.stdout).toContain('INTACT: 250 records');
+    expect(html.stdout).toContain('INTACT: 450 records');
     expect(html.stdout).toContain('Blocked non-US write attempts: 50');
     const md = runCli(['audit', 'report', logDir, '--since', since, '--until', until]);
     expect(md.stdout).toContain('**Chain verification:** INTACT');

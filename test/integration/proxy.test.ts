@@ -7,7 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DecisionRecord } from '../../src/audit/record.js';
+import { RECORD_VERSION, type DecisionRecord } from '../../src/audit/record.js';
 import { MODES, OPERATIONS } from '../../src/config/schema.js';
 import { REASONS } from '../../src/policy/engine.js';
 import { startProxy, type RunningProxy } from '../helpers/proxy.js';
@@ -234,7 +234,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Every field of the decision record contract, with its type. */
 function expectRecordShape(r: DecisionRecord): void {
-  expect(r.v).toBe(1);
+  expect(r.v).toBe(RECORD_VERSION);
   expect(Number.isInteger(r.seq) && r.seq > 0).toBe(true);
   expect(new Date(r.ts).toISOString()).toBe(r.ts);
   expect(r.id).toMatch(UUID);
@@ -927,16 +927,23 @@ describe('residency proxy over real sockets', () => {
   describe('decision log', () => {
     it('chains-every-record-and-keeps-one-per-decided-request', () => {
       newRecords();
-      const all = proxy.decisions();
+      const all = proxy.records();
       expect(all.length).toBeGreaterThan(0);
       let prev = '0'.repeat(64);
       all.forEach((r, i) => {
-        expectRecordShape(r);
         expect(r.seq).toBe(i + 1);
         expect(r.prev).toBe(prev);
         prev = r.hash;
       });
-      expect(new Set(all.map((r) => r.id)).size).toBe(all.length);
+      // One decision per decided request; each forwarded write's decision has exactly one outcome after it.
+      const decisions = all.filter((r) => r.kind === undefined);
+      const outcomes = all.filter((r) => r.kind === 'outcome');
+      expect(new Set(decisions.map((r) => r.id)).size).toBe(decisions.length);
+      const pending = decisions.filter((r) => r.status === null);
+      expect(pending.every((r) => r.operation === 'write' && r.effective === 'forwarded')).toBe(true);
+      expect(outcomes.map((o) => o.id).sort()).toEqual(pending.map((r) => r.id).sort());
+      for (const o of outcomes) expect(all.findIndex((r) => r.id === o.id)).toBeLessThan(all.indexOf(o));
+      proxy.decisions().forEach(expectRecordShape);
       expect(proxy.decisionLogText()).not.toContain('c2VjcmV0');
     });
   });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson, GENESIS_HASH, sealRecord } from '../../src/audit/canonical.js';
-import type { DecisionEntry, EventEntry, LogEntry } from '../../src/audit/record.js';
+import { RECORD_VERSION, type DecisionEntry, type EventEntry, type LogEntry } from '../../src/audit/record.js';
 import { entryJson, sealEntry, type ChainFields } from '../../src/audit/serialise.js';
 import { verifyLogs } from '../../src/audit/verify.js';
 import { createDecisionLog } from '../../src/audit/writer.js';
@@ -179,7 +179,7 @@ describe('the durable writer with sealEntry', () => {
     const lines = result.files.flatMap((f) => readFileSync(f.file, 'utf8').split('\n').filter(Boolean));
     let prev = GENESIS_HASH;
     lines.forEach((line, i) => {
-      const expected = sealRecord({ ...entries[i]!, v: 1, seq: i + 1, replica: 'r1', prev });
+      const expected = sealRecord({ ...entries[i]!, v: RECORD_VERSION, seq: i + 1, replica: 'r1', prev });
       expect(line).toBe(expected.line);
       prev = expected.hash;
     });

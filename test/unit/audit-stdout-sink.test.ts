@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GENESIS_HASH, sealRecord } from '../../src/audit/canonical.js';
-import type { DecisionRecord } from '../../src/audit/record.js';
+import { RECORD_VERSION, type DecisionRecord } from '../../src/audit/record.js';
 import { createStdoutSink, type StdoutSinkOptions } from '../../src/audit/stdout-sink.js';
 import { verifyLogs } from '../../src/audit/verify.js';
 import { sampleEntry } from '../helpers/audit-records.js';
@@ -50,7 +50,7 @@ describe('stdout decision sink', () => {
     const lines = state.out.split('\n').filter(Boolean);
     let prev = GENESIS_HASH;
     lines.forEach((line, i) => {
-      const expected = sealRecord({ ...sampleEntry(i), v: 1, seq: i + 1, replica: 'r1', prev });
+      const expected = sealRecord({ ...sampleEntry(i), v: RECORD_VERSION, seq: i + 1, replica: 'r1', prev });
       expect(line).toBe(expected.line);
       prev = expected.hash;
     });
@@ -72,7 +72,7 @@ describe('stdout decision sink', () => {
     const { state, writeSync } = fakeStdout();
     const errors: Error[] = [];
     const sink = createStdoutSink({ replica: 'r1', writeSync, onError: (e) => errors.push(e) });
-    const firstLine = sealRecord({ ...sampleEntry(0), v: 1, seq: 1, replica: 'r1', prev: GENESIS_HASH }).line;
+    const firstLine = sealRecord({ ...sampleEntry(0), v: RECORD_VERSION, seq: 1, replica: 'r1', prev: GENESIS_HASH }).line;
     // The first record and half of the second get out, then the pipe breaks.
     state.next = [{ accept: Buffer.byteLength(firstLine) + 1 + 40 }, { fail: 'EPIPE' }];
     const results = await Promise.allSettled([0, 1, 2].map((i) => sink.write(sampleEntry(i))));

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GENESIS_HASH, recordHash, sha256Hex } from '../../src/audit/canonical.js';
 import { signatureValid, type Digest } from '../../src/audit/digest.js';
 import { DecisionLogCodes, DecisionLogError } from '../../src/audit/errors.js';
-import type { DecisionRecord } from '../../src/audit/record.js';
+import { RECORD_VERSION, type DecisionRecord } from '../../src/audit/record.js';
 import { verifyLogs } from '../../src/audit/verify.js';
 import { createDecisionLog, nodeFileOps, type DecisionLog, type DecisionLogOptions, type FileOps } from '../../src/audit/writer.js';
 import { generateLog, sampleEntry } from '../helpers/audit-records.js';
@@ -148,7 +148,7 @@ describe('durable decision log: group commit', () => {
       expect(r.seq).toBe(i + 1);
       expect(r.prev).toBe(prev);
       expect(r.replica).toBe('r1');
-      expect(r.v).toBe(1);
+      expect(r.v).toBe(RECORD_VERSION);
       expect(recordHash(r as unknown as Record<string, unknown>)).toBe(r.hash);
       // The line without its trailing hash field is exactly the hashed text.
       expect(sha256Hex(line.replace(/,"hash":"[0-9a-f]{64}"\}$/, '}'))).toBe(r.hash);
