@@ -1,6 +1,8 @@
 import { createBucketLocation, createBucketSignals, isAwsChunked } from '../location/request/create-bucket.js';
 import {
+  gcsBucketResourceDestinations,
   gcsComposeDestinations,
+  gcsXmlLoggingDestinations,
   gcsRelocateDestinations,
   parseGcsBatch,
   s3ConfigDestinations,
@@ -31,6 +33,8 @@ export const INSPECT_LIMITS: Readonly<Record<Inspect['kind'], number>> = {
   'gcs-batch': 1024 * 1024,
   'gcs-relocate': 64 * 1024,
   'gcs-compose': 64 * 1024,
+  'gcs-bucket-resource': 64 * 1024,
+  'gcs-xml-logging': 64 * 1024,
 };
 
 export function bodyDestinations(planner: Planner, prepared: Prepared, inspect: Inspect, body: Uint8Array, headers: RequestHeaders): BodyDestinations | Reject {
@@ -41,6 +45,10 @@ export function bodyDestinations(planner: Planner, prepared: Prepared, inspect: 
       return fromReading(gcsRelocateDestinations(body), true);
     case 'gcs-compose':
       return fromReading(gcsComposeDestinations(body), true);
+    case 'gcs-bucket-resource':
+      return fromReading(gcsBucketResourceDestinations(body), true);
+    case 'gcs-xml-logging':
+      return fromReading(gcsXmlLoggingDestinations(body), true);
     case 'gcs-batch':
       return batchDestinations(planner, prepared, body, headers);
   }

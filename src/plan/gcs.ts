@@ -1,7 +1,8 @@
 import { bucketOf, decode } from '../location/bucket.js';
 import { gcsHostBucket, gcsSessionKey, gcsUploadId, isGcsResumableStart, parseGcsRequest } from '../location/request/azure-gcs.js';
 import { detectCreateBucket } from '../location/request/create-bucket.js';
-import { addressing, reject, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject } from './reading.js';
+import { paramValue } from '../location/request/query.js';
+import { addressing, AMBIGUOUS_PATH, ambiguousSegments, isFormUpload, reject, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject } from './reading.js';
 
 /**
  * Google Cloud Storage as it reads a request. XML API: the bucket from a
@@ -19,6 +20,10 @@ const SEGMENT = '([^/]+)';
 const COPY_PATH = new RegExp(`^/storage/v1/b/${SEGMENT}/o/${SEGMENT}/(?:rewriteTo|copyTo)/b/${SEGMENT}/o/${SEGMENT}$`);
 const COMPOSE_PATH = new RegExp(`^/storage/v1/b/${SEGMENT}/o/${SEGMENT}/compose$`);
 const RELOCATE_PATH = new RegExp(`^/storage/v1/b/${SEGMENT}/relocate$`);
+/** A bucket resource itself (insert is `/storage/v1/b`): its body may set `logging.logBucket`. */
+const BUCKET_RESOURCE_PATH = new RegExp(`^/storage/v1/b/${SEGMENT}/?$`);
+/** The bucket segment of a JSON API path, raw. */
+const JSON_BUCKET_SEGMENT = /^\/(?:upload\/|download\/)?storage\/v1\/b\/([^/]*)/;
 const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
 
 export function readGcs(c: ReadContext): Reading | Reject {
@@ -35,8 +40,15 @@ export function readGcs(c: ReadContext): Reading | Reject {
     }
     if (addressed.style === 'virtual') hostBucket = addressed.bucket;
   }
-  const bucket = hostBucket ?? bucketOf('gcs', path, storeHost, null, false);
   const jsonApi = hostBucket === null && isJsonApi(path);
+  if (hostBucket === null) {
+    // The bucket segment, as Google (or an emulator decoding the whole path) could split it differently.
+    const segment = jsonApi ? JSON_BUCKET_SEGMENT.exec(path)?.[1] : undefined;
+    if (jsonApi ? segment !== undefined && ambiguousSegments(`/${segment}/`, 1) : ambiguousSegments(path, 1)) return reject(400, 'ambiguous_path', AMBIGUOUS_PATH);
+  }
+  const bucket = hostBucket ?? bucketOf('gcs', path, storeHost, null, false);
+  // An XML API form upload with no bucket in the Host or path names its bucket in the form (key or bucket field).
+  if (!jsonApi && method === 'POST' && bucket === null && isFormUpload(headers)) return reject(400, 'ambiguous_path', 'a form upload that names no bucket in its Host or path');
 
   let operation = c.classify(method, path, query);
   let effective = method;
@@ -47,9 +59,11 @@ export function readGcs(c: ReadContext): Reading | Reject {
     if (c.classify(effective, path, query) === 'write') operation = 'write';
   }
 
-  // Where a JSON API request writes besides its own path.
+  // Where a JSON API request writes besides its own path. Both the method and
+  // its override count: an upstream may honour either.
   const destinations: string[] = [];
   let inspect: Inspect | undefined;
+  const either = (m: string) => method === m || effective === m;
   if (jsonApi) {
     if (path.includes('/rewriteTo/') || path.includes('/copyTo/')) {
       const m = COPY_PATH.exec(path);
@@ -58,19 +72,28 @@ export function readGcs(c: ReadContext): Reading | Reject {
         return reject(400, 'unreadable_destination', 'a rewrite or copy path whose destination bucket the proxy cannot read the way Cloud Storage does');
       }
       destinations.push(destination);
-    } else if (effective === 'POST' && COMPOSE_PATH.test(path)) {
-      inspect = { kind: 'gcs-compose' };
-    } else if (effective === 'POST' && RELOCATE_PATH.test(path)) {
-      inspect = { kind: 'gcs-relocate' };
+    } else if (path.endsWith('/compose') || path.endsWith('/relocate')) {
+      const kind = COMPOSE_PATH.test(path) ? 'gcs-compose' : RELOCATE_PATH.test(path) ? 'gcs-relocate' : null;
+      if (kind === null) return reject(400, 'unreadable_destination', 'a compose or relocate path the proxy cannot read the way Cloud Storage does');
+      if (either('POST')) inspect = { kind };
     } else if (path.startsWith('/batch/') && operation === 'write') {
       inspect = { kind: 'gcs-batch' };
+    } else if (operation === 'write' && (path === '/storage/v1/b' || path === '/storage/v1/b/' || (BUCKET_RESOURCE_PATH.test(path) && !either('DELETE')))) {
+      // A bucket insert, patch or update: its logging.logBucket receives logs.
+      inspect = { kind: 'gcs-bucket-resource' };
     }
+  } else if (either('PUT') && bucket !== null && query !== null && paramValue(query, 'logging') !== undefined) {
+    inspect = { kind: 'gcs-xml-logging' };
   }
 
-  const createBucket = upstream.requestSignals && (effective === 'POST' || effective === 'PUT') ? (detectCreateBucket('gcs', effective, path, query, hostBucket) ?? undefined) : undefined;
+  const createBucket = upstream.requestSignals
+    ? ((either('POST') || either('PUT') ? (detectCreateBucket('gcs', effective, path, query, hostBucket) ?? detectCreateBucket('gcs', method, path, query, hostBucket)) : null) ?? undefined)
+    : undefined;
   let upload: Reading['upload'];
   let follow: FollowUp | null = null;
   const sessionId = query !== null && query.includes('upload_id') ? gcsUploadId(query) : null;
+  // An upload_id we cannot read may still name a session to Google: never treat it as absent.
+  if (sessionId === null && paramValue(query, 'upload_id') !== undefined) return reject(400, 'bad_query', 'the upload_id parameter is not one the proxy can read');
   if (sessionId !== null) {
     // Cancelling a session (DELETE) stores nothing: decided as itself.
     if (operation === 'write' && method !== 'DELETE') upload = { kind: 'gcs-resumable', key: gcsSessionKey(upstream.name, sessionId) };

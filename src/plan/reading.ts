@@ -35,7 +35,9 @@ export type Inspect =
   | { readonly kind: 's3-config'; readonly config: S3ConfigKind }
   | { readonly kind: 'gcs-batch' }
   | { readonly kind: 'gcs-relocate' }
-  | { readonly kind: 'gcs-compose' };
+  | { readonly kind: 'gcs-compose' }
+  | { readonly kind: 'gcs-bucket-resource' }
+  | { readonly kind: 'gcs-xml-logging' };
 
 export type UploadKind = 'multipart' | 'gcs-resumable';
 
@@ -126,6 +128,35 @@ function endpointNames(upstream: Upstream): readonly { name: string; wildcard: b
 export function isIpLiteral(host: string): boolean {
   return host.startsWith('[') || isIP(host) !== 0;
 }
+
+const ENCODED_SEPARATOR = /%(?:2f|5c)/i;
+
+/**
+ * Whether the first `count` path segments (where the bucket, account or
+ * container is) could be split differently by the storage service than by
+ * us: an encoded '/' or '\\' (Azurite and others decode the whole path
+ * before splitting it), or an empty segment before more path.
+ */
+export function ambiguousSegments(path: string, count: number): boolean {
+  let start = 1;
+  for (let i = 0; i < count; i++) {
+    const slash = path.indexOf('/', start);
+    const segment = slash === -1 ? path.slice(start) : path.slice(start, slash);
+    if (ENCODED_SEPARATOR.test(segment)) return true;
+    if (segment === '' && slash !== -1) return true;
+    if (slash === -1) return false;
+    start = slash + 1;
+  }
+  return false;
+}
+
+/** A form upload (S3 and Cloud Storage POST Object) names its key, and may name its bucket, in the body. */
+export function isFormUpload(headers: RequestHeaders): boolean {
+  const type = headers['content-type'];
+  return typeof type === 'string' && type.trimStart().toLowerCase().startsWith('multipart/form-data');
+}
+
+export const AMBIGUOUS_PATH = 'the bucket, account or container segment of this path (an encoded separator, or an empty segment) may be read differently by the storage service';
 
 /** The first path segment, raw ('' when absent). */
 export function firstSegment(path: string): string {

@@ -6,7 +6,7 @@ import { isDnsBucketName, parseS3Host, s3HostSignals, type S3HostInfo } from '..
 import { parseSigV4, sigv4Signals } from '../location/request/sigv4.js';
 import { hashKey } from '../location/request/uploads.js';
 import type { Signal } from '../location/signals.js';
-import { addressing, firstSegment, paramNames, reject, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject } from './reading.js';
+import { addressing, AMBIGUOUS_PATH, ambiguousSegments, firstSegment, isFormUpload, paramNames, reject, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject } from './reading.js';
 
 /**
  * Amazon S3 (and S3-compatible stores) as they read a request. The bucket
@@ -52,6 +52,7 @@ export function readS3(c: ReadContext): Reading | Reject {
       hostBucket = addressed.bucket;
     }
   }
+  if (hostBucket === null && s3Host?.style !== 'accesspoint' && ambiguousSegments(path, 1)) return reject(400, 'ambiguous_path', AMBIGUOUS_PATH);
   const pathBucket = firstSegment(path);
   const bucket = hostBucket ?? (s3Host?.style === 'accesspoint' || pathBucket === '' ? null : decode(pathBucket));
   // The object key as sent (not decoded): '' for a bucket-level request.
@@ -60,11 +61,16 @@ export function readS3(c: ReadContext): Reading | Reject {
   let operation = c.classify(method, path, query);
   let bodyIsQuery = false;
   if (method === 'POST' && operation === 'read') {
-    // Write sub-resources win: only a plain SelectObjectContent on an object reads.
+    // Write sub-resources win: only a plain SelectObjectContent (select-type=2)
+    // on an object reads. A key that is empty or starts with '/' may route to
+    // a bucket-level POST (a form upload) on S3-compatible stores.
     const names = paramNames(query);
-    if (key === '' || !names.every((n) => SELECT_PARAMS.has(n))) operation = 'write';
+    const plainSelect = names.every((n) => SELECT_PARAMS.has(n)) && paramValue(query, 'select-type') === '2';
+    if (key === '' || key.startsWith('/') || !plainSelect || isFormUpload(headers)) operation = 'write';
     else bodyIsQuery = true;
   }
+  // A form upload with no bucket in the Host or path names its bucket in the body: not read here.
+  if (method === 'POST' && bucket === null && isFormUpload(headers)) return reject(400, 'ambiguous_path', 'a form upload that names no bucket in its Host or path');
 
   const scope = headers.authorization !== undefined || query !== null ? parseSigV4(headers as Parameters<typeof parseSigV4>[0], query) : null;
   const signals: Signal[] = upstream.requestSignals ? [...s3HostSignals(s3Host), ...sigv4Signals(scope)] : [];

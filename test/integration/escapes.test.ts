@@ -40,6 +40,9 @@ const batch = (...calls: string[]) =>
 const BATCH_HEADERS = { 'content-type': `multipart/mixed; boundary=${BOUNDARY}` };
 const scope = (region: string) => `AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/${region}/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=${'0'.repeat(64)}`;
 
+const FORM_HEADERS = { 'content-type': 'multipart/form-data; boundary=XyZ' };
+const form = (fields: Record<string, string>) => Object.entries(fields).map(([k, v]) => `--XyZ\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`).join('') + '--XyZ--\r\n';
+
 const CASES: Case[] = [
   // 1. The bucket S3 acts on comes from the Host before the path.
   { name: 's3: path-style write to an EU bucket', method: 'PUT', path: '/s3/eu-archive/k', body: 'x', status: 403, record: { bucket: 'eu-archive', reason: 'jurisdiction_not_allowed' } },
@@ -83,6 +86,27 @@ const CASES: Case[] = [
   { name: 's3: a HEAD with a body to an EU bucket', method: 'HEAD', path: '/s3/eu-archive/k', body: 'smuggled', status: 403, record: { operation: 'write', body: 'on-read' } },
   { name: 's3: an OPTIONS with a chunked body to an EU bucket', method: 'OPTIONS', path: '/s3/eu-archive/k', headers: { 'transfer-encoding': 'chunked' }, body: 'smuggled', status: 403, record: { operation: 'write', body: 'on-read' } },
   { name: 's3: a GET without a body stays a read', method: 'GET', path: '/s3/eu-archive/k', status: 200, record: { operation: 'read' } },
+  // From an attacker's pass: paths a store splits differently, form uploads, more destinations.
+  { name: 'azure: an encoded slash joins an EU account to its container (Azurite decodes the whole path)', method: 'PUT', path: '/az/euacct%2Fccc/b2', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'x', status: 400 },
+  { name: 'azure: the same with a declared EU container', method: 'PUT', path: '/az/devstoreaccount1%2Feucontainer/b3', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'x', status: 400 },
+  { name: 'azure: a path naming no account the proxy can read', method: 'PUT', path: '/az/EU_ACCT/c/b', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'x', status: 400 },
+  { name: 'azure: a write to an EU account', method: 'PUT', path: '/az/euacct/c/b', headers: { 'x-ms-blob-type': 'BlockBlob' }, body: 'x', status: 403 },
+  { name: 's3: an empty bucket segment before the bucket', method: 'PUT', path: '/s3//eu-archive/k', body: 'x', status: 400 },
+  { name: 's3: an encoded slash in the bucket segment', method: 'PUT', path: '/s3/eu-archive%2Fk', body: 'x', status: 400 },
+  { name: 's3: a form upload disguised as Select on a "/" key', method: 'POST', path: '/s3/eu-archive//?select', headers: FORM_HEADERS, body: form({ key: 'k', file: 'x' }), status: 403, record: { operation: 'write' } },
+  { name: 's3: Select of another type is no read', method: 'POST', path: '/s3/eu-archive/k?select&select-type=3', body: '<x/>', status: 403, record: { operation: 'write' } },
+  { name: 's3: a form upload naming no bucket', method: 'POST', path: '/s3/', headers: FORM_HEADERS, body: form({ bucket: 'eu-archive', key: 'k', file: 'x' }), status: 400 },
+  { name: 'gcs: a form upload to / (the bucket in the form key)', method: 'POST', path: '/gcs/', headers: FORM_HEADERS, body: form({ key: 'eu-bucket/obj', file: 'x' }), status: 400 },
+  { name: 'gcs: access logs of a bucket delivered to an EU bucket (JSON patch)', method: 'PATCH', path: '/gcs/storage/v1/b/us-bucket', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ logging: { logBucket: 'eu-bucket', logObjectPrefix: 'x' } }), status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: access logs delivered to an EU bucket (XML ?logging)', method: 'PUT', path: '/gcs/us-bucket?logging', body: '<Logging><LogBucket>eu-bucket</LogBucket><LogObjectPrefix>x</LogObjectPrefix></Logging>', status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: a US bucket insert whose logs go to an EU bucket', method: 'POST', path: '/gcs/storage/v1/b?project=p', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'nb', location: 'US', logging: { logBucket: 'eu-bucket' } }), status: 403, destination: { bucket: 'eu-bucket', jurisdiction: 'BE' } },
+  { name: 'gcs: a bucket patch without logging', method: 'PATCH', path: '/gcs/storage/v1/b/us-bucket', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { a: 'b' } }), status: 200 },
+  { name: 'gcs: compose with a method override still reads its destination', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/ab/compose', headers: { 'content-type': 'application/json', 'x-http-method-override': 'PATCH' }, body: JSON.stringify({ destination: { bucket: 'eu-bucket' } }), status: 403 },
+  { name: 'gcs: relocate with a method override still reads its destination', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/relocate', headers: { 'content-type': 'application/json', 'x-http-method-override': 'PATCH' }, body: JSON.stringify({ destinationLocation: 'EU' }), status: 403 },
+  { name: 'gcs: a bucket insert with a method override still reads its location', method: 'POST', path: '/gcs/storage/v1/b?project=p', headers: { 'content-type': 'application/json', 'x-http-method-override': 'PUT' }, body: JSON.stringify({ name: 'nb', location: 'EU' }), status: 403 },
+  { name: 'gcs: compose with a raw slash in the object name', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/a/b/compose', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ destination: { bucket: 'eu-bucket' } }), status: 400 },
+  { name: 'gcs: an upload_id the proxy cannot read', method: 'PUT', path: '/gcs/upload/storage/v1/b/us-bucket/o?uploadType=resumable&upload_id=ABC%ZZ', body: 'x', status: 400 },
+  { name: 'gcs: an encoded slash in a JSON bucket segment', method: 'POST', path: '/gcs/upload/storage/v1/b/us%2Fbucket/o?uploadType=media&name=x', body: 'x', status: 400 },
 ];
 
 /** Path-style and virtual-hosted S3, an AWS-like upstream whose request signals count, and Cloud Storage: US except the EU buckets. */
@@ -94,6 +118,8 @@ function startCorpusProxy(url: string): Promise<RunningProxy> {
       { name: 's3-vhost', url, provider: 's3', route: { host: '*.s3.internal' }, region: 'us-east-1', buckets: { 'eu-archive': 'eu-west-1' } },
       { name: 'aws', url, provider: 's3', route: { path_prefix: '/aws', strip_prefix: true }, region: 'us-east-1', request_signals: true, buckets: { 'eu-archive': 'eu-west-1' } },
       { name: 'gcs', url, provider: 'gcs', route: { path_prefix: '/gcs', strip_prefix: true }, jurisdiction: 'US', request_signals: true, buckets: { 'eu-bucket': 'europe-west1' } },
+      // Azurite-style: the account is the first path segment.
+      { name: 'az', url, provider: 'azure', route: { path_prefix: '/az', strip_prefix: true }, region: 'eastus', accounts: { euacct: 'westeurope', devstoreaccount1: 'eastus' }, buckets: { eucontainer: 'westeurope' } },
     ],
     rules: [{ name: 'writes-us', match: { operations: ['write'] }, allow_jurisdictions: ['US'], mode: 'enforce' }],
   });

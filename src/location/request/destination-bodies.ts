@@ -295,6 +295,43 @@ export function gcsComposeDestinations(body: Uint8Array): BodyReading {
   }
 }
 
+/**
+ * A bucket resource (JSON insert, patch or update): `logging.logBucket`
+ * is where Cloud Storage writes the bucket's usage and storage logs, as new
+ * objects. No logging: nothing beyond the bucket itself. Never throws.
+ */
+export function gcsBucketResourceDestinations(body: Uint8Array): BodyReading {
+  try {
+    if (body.length === 0) return { ok: true, destinations: destinations([], []) };
+    const logging = field(readJsonObject(utf8(body)), 'logging');
+    if (logging === undefined || logging === null) return { ok: true, destinations: destinations([], []) };
+    if (typeof logging !== 'object' || Array.isArray(logging)) return unreadable('logging is not an object');
+    const bucket = field(logging as Record<string, unknown>, 'logbucket');
+    if (bucket === undefined || bucket === null || bucket === '') return { ok: true, destinations: destinations([], []) };
+    if (typeof bucket !== 'string' || !GCS_BUCKET_NAME.test(bucket)) return unreadable('logging.logBucket is not a bucket name');
+    return { ok: true, destinations: destinations([bucket], []) };
+  } catch (error) {
+    return failure(DESTINATION_CODE, error);
+  }
+}
+
+/** Cloud Storage XML API `PUT /BUCKET?logging`: `Logging/LogBucket` receives the logs. Never throws. */
+export function gcsXmlLoggingDestinations(body: Uint8Array): BodyReading {
+  try {
+    const doc = parseSafeXml(utf8(body));
+    if (!doc.ok) return unreadable(doc.error);
+    if (doc.root.name !== 'Logging') return unreadable(`expected Logging, found ${doc.root.name}`);
+    const named = doc.root.children.filter((c) => c.name === 'LogBucket');
+    if (named.length > 1) return unreadable('more than one LogBucket');
+    if (named.length === 0 || named[0]!.text.trim() === '') return { ok: true, destinations: destinations([], []) };
+    const bucket = named[0]!.text.trim();
+    if (!GCS_BUCKET_NAME.test(bucket)) return unreadable('LogBucket is not a bucket name');
+    return { ok: true, destinations: destinations([bucket], []) };
+  } catch (error) {
+    return failure(DESTINATION_CODE, error);
+  }
+}
+
 function readJsonObject(text: string): Record<string, unknown> {
   let doc: unknown;
   try {
