@@ -51,12 +51,17 @@ export async function startProxy(config: Record<string, unknown>): Promise<Runni
     logFile,
     decisionLogText: readLog,
     records: () => parseLines(readLog()),
-    decisions: () => joinOutcomes(parseLines(readLog())),
+    decisions: () => decisionsOf(readLog()),
     async close() {
       await app.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The decisions in a log's text, one per decided request, each forwarded write's outcome joined in. */
+export function decisionsOf(text: string): DecisionRecord[] {
+  return joinOutcomes(parseLines(text));
 }
 
 function parseLines(text: string): Array<DecisionRecord & { kind?: string }> {

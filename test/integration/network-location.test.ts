@@ -16,6 +16,7 @@ import { PinningResolver } from '../../src/location/resolver.js';
 import { buildPlanner, createResidencyProxy, loadConfig, parseConfigText, type ResidencyProxy } from '../../src/server.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { ipLocationDbCountry, maxmindCountry } from '../helpers/mmdb-writer.js';
+import { decisionsOf } from '../helpers/proxy.js';
 
 /**
  * Network location end to end: a real DNS server on loopback answers 127.x
@@ -136,12 +137,7 @@ async function start(doc: Record<string, unknown>): Promise<Running> {
     admin: `http://127.0.0.1:${admin.port}`,
     dir,
     configFile,
-    decisions: () =>
-      readFileSync(logFile, 'utf8')
-        .split('\n')
-        .filter((l) => l.length > 0)
-        .map((l) => JSON.parse(l) as DecisionRecord)
-        .filter((r) => (r as { kind?: string }).kind !== 'event'),
+    decisions: () => decisionsOf(readFileSync(logFile, 'utf8')).filter((r) => (r as { kind?: string }).kind !== 'event'),
   };
 }
 
@@ -275,7 +271,7 @@ describe('DNS-located upstreams (a real DNS server, site networks)', () => {
     expect(us!.connections + de!.connections).toBe(connections);
     expect(us!.requests.map((r) => r.url)).toEqual(['/b/fresh', '/b/stale']);
 
-    const log = readFileSync(join(app.config.decision_log.path), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as DecisionRecord);
+    const log = decisionsOf(readFileSync(join(app.config.decision_log.path), 'utf8'));
     expect(log.map((r) => [r.path, r.decision, r.reason, r.target.address, r.status])).toEqual([
       ['/b/fresh', 'allow', 'jurisdiction_allowed', US, 200],
       ['/b/stale', 'allow', 'jurisdiction_allowed', US, 200],

@@ -6,6 +6,7 @@ import { Agent, request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadPolicy } from '../../src/load.js';
 import { createResidencyProxy, type ResidencyProxy } from '../../src/server.js';
+import { decisionsOf } from '../helpers/proxy.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
 const policyYaml = (upstreamUrl: string, logFile: string, allow: string) => `
@@ -96,7 +97,7 @@ describe('policy hot reload', () => {
     expect(app.policy.status().lastAttempt).toMatchObject({ ok: true, trigger: expect.stringMatching(/file change|poll/) });
     expect(await metric('residency_policy_reloads_total')).toMatch(/residency_policy_reloads_total\{result="success"\} 2/);
     // Each record names the policy that decided it.
-    const hashes = new Set(readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).policy));
+    const hashes = new Set(decisionsOf(readFileSync(logFile, 'utf8')).map((r) => r.policy));
     expect(hashes).toEqual(new Set([oldHash, app.policy.status().hash]));
   });
 
@@ -159,7 +160,7 @@ describe('policy hot reload', () => {
     expect(app.policy.status().hash).not.toBe(oldHash);
     expect(await inFlight).toBe(200);
     expect(await put()).toBe(403);
-    const records = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const records = decisionsOf(readFileSync(logFile, 'utf8'));
     expect(records.map((r) => [r.decision, r.policy === oldHash])).toEqual([
       ['allow', true],
       ['block', false],

@@ -29,7 +29,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { compileUpstreams, targetFor } from '../../src/plan/route.js';
 import { createResidencyProxy, parseConfigText, type ResidencyProxy } from '../../src/server.js';
 import { startAzurite, type AzuriteHandle } from '../helpers/azurite.js';
-import { startProxy, type RunningProxy } from '../helpers/proxy.js';
+import { decisionsOf, startProxy, type RunningProxy } from '../helpers/proxy.js';
 import { S3RVER_CREDENTIALS, startS3rver, type S3rverHandle } from '../helpers/s3rver.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
@@ -783,8 +783,5 @@ function putWithExpect(url: string, body: string): Promise<{ status: number; con
 }
 
 function readRecords(file: string): DecisionRecord[] {
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as DecisionRecord);
+  return decisionsOf(readFileSync(file, 'utf8'));
 }

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import type { DecisionRecord } from '../../src/audit/record.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+import { decisionsOf } from '../helpers/proxy.js';
 
 /** The built CLI (`npm test` builds before vitest runs). */
 const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
@@ -209,10 +209,8 @@ describe('residency-proxy serve (the built CLI as a child process)', () => {
       agent.destroy();
     }
 
-    const records = readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.length > 0)
-      .map((l) => JSON.parse(l) as DecisionRecord);
+    // The write's decision, then its outcome: one decided request.
+    const records = decisionsOf(readFileSync(logFile, 'utf8'));
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ upstream: 'us', method: 'PUT', path: '/bucket/slow.txt', decision: 'allow', status: 200, bytes_in: 11 });
   });
