@@ -43,6 +43,10 @@ export interface PolicyStoreOptions {
   /** Polling interval backing up fs.watch (which misses some symlink swaps), ms; 0 disables. */
   pollMs?: number;
   debounceMs?: number;
+  /** How long changed content must stay unchanged before it is loaded, ms; default: the config's reload.settle_ms. */
+  settleMs?: number;
+  /** Monotonic milliseconds the settle time is measured in. */
+  clock?: () => number;
 }
 
 export class PolicyStore {
@@ -55,6 +59,9 @@ export class PolicyStore {
   private shadowWatcher: FSWatcher | null = null;
   private poll: NodeJS.Timeout | null = null;
   private debounce: NodeJS.Timeout | null = null;
+  /** Changed content not loaded yet, and since when it has been seen unchanged. */
+  private unsettled: { fingerprint: string; since: number } | null = null;
+  private settle: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly options: PolicyStoreOptions,
@@ -114,12 +121,19 @@ export class PolicyStore {
    * Reload on file change. Watch the directory, not the file: editors save by
    * atomic rename and Kubernetes swaps a ConfigMap's `..data` symlink, both of
    * which leave a watch on the old inode silent. A content fingerprint makes
-   * spurious events harmless; polling backs fs.watch up.
+   * spurious events harmless; polling backs fs.watch up. New content is loaded
+   * only once it has settled (unchanged for reload.settle_ms): a file
+   * rewritten in place in several writes can be valid, and weaker, halfway.
    */
   watch(): void {
     const onEvent = () => {
-      if (this.debounce) clearTimeout(this.debounce);
-      this.debounce = setTimeout(() => this.reloadIfChanged('file change'), this.options.debounceMs ?? 200);
+      // Not pushed back by later events: other files in the directory (a decision
+      // log beside the policy) change all the time. Settling waits out bursts.
+      if (this.debounce) return;
+      this.debounce = setTimeout(() => {
+        this.debounce = null;
+        this.reloadIfChanged('file change');
+      }, this.options.debounceMs ?? 200);
       this.debounce.unref();
     };
     this.watcher = watchDir(dirname(resolve(this.options.file)), onEvent);
@@ -140,10 +154,30 @@ export class PolicyStore {
     this.shadowWatcher?.close();
     if (this.poll) clearInterval(this.poll);
     if (this.debounce) clearTimeout(this.debounce);
+    if (this.settle) clearTimeout(this.settle);
   }
 
   private reloadIfChanged(trigger: string): void {
-    if (this.readFingerprint() !== this.fingerprint) this.reload(trigger);
+    if (this.settle) clearTimeout(this.settle);
+    this.settle = null;
+    const fingerprint = this.readFingerprint();
+    if (fingerprint === this.fingerprint) {
+      // Back to what is loaded: nothing to wait for.
+      this.unsettled = null;
+      return;
+    }
+    const now = this.options.clock ? this.options.clock() : performance.now();
+    if (this.unsettled?.fingerprint !== fingerprint) this.unsettled = { fingerprint, since: now };
+    const settleMs = this.options.settleMs ?? this.loaded.config.reload.settle_ms;
+    const waited = now - this.unsettled.since;
+    if (waited >= settleMs) {
+      this.unsettled = null;
+      this.reload(trigger);
+      return;
+    }
+    // Look again once it could have settled; a change seen meanwhile starts the wait over.
+    this.settle = setTimeout(() => this.reloadIfChanged(trigger), settleMs - waited);
+    this.settle.unref();
   }
 
   /** Hash of the config and shadow files' bytes; '' for an unreadable file (a reload then reports it). */

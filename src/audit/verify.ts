@@ -2,7 +2,8 @@ import { createHash, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { GENESIS_HASH, lineMatchesHash } from './canonical.js';
 import { expandLogArgs, orderLogFiles, type CatalogFile } from './catalog.js';
-import { digestHash, keyId, signatureValid, type Digest } from './digest.js';
+import { DIGEST_TYPE, digestHash, keyId, signatureValid, type Digest } from './digest.js';
+import { describeError } from './errors.js';
 import { digestPath } from './files.js';
 import { readLines } from './lines.js';
 import type { DecisionRecord } from './record.js';
@@ -12,7 +13,7 @@ export type Severity = 'error' | 'warning' | 'note';
 /** One thing verification found, located as precisely as it can be. */
 export interface Finding {
   severity: Severity;
-  /** Stable: hash_mismatch, seq_gap, seq_order, chain_broken, torn_tail, digest_*, … */
+  /** Stable: hash_mismatch, seq_gap, seq_order, chain_broken, missing_head, torn_tail, digest_*, … */
   code: string;
   file: string;
   line?: number;
@@ -47,6 +48,21 @@ export interface VerifyOptions {
   onRecord?: (record: DecisionRecord, file: string) => void;
   /** Stop collecting after this many findings (the first is what matters). Default 1000. */
   maxFindings?: number;
+  /** Where retained history may start (records before it deleted or rotated away on purpose). */
+  anchors?: readonly Anchor[];
+}
+
+/**
+ * The auditor's word for where retained history starts: the hash of the last
+ * record before it, so the first retained record's `prev` must equal it. A
+ * digest also knows that record's seq.
+ */
+export interface Anchor {
+  hash: string;
+  /** The seq the first retained record must have; null when only the hash is known. */
+  seq: number | null;
+  /** As the auditor named it, for messages. */
+  source: string;
 }
 
 interface ChainState {
@@ -57,6 +73,10 @@ interface ChainState {
   /** Previous file's digest hash, undefined when the previous file was unsealed, null before the first file. */
   prevDigest: string | null | undefined;
   prevFile: string | null;
+  /** Forwarded writes' decisions (status null) waiting for their outcome record: id → seq. */
+  awaiting: Map<string, number>;
+  /** The log starts after seq 1: outcomes of decisions before its start are expected. */
+  cutHead: boolean;
 }
 
 /**
@@ -64,7 +84,10 @@ interface ChainState {
  * continuity and `prev` links within and across files (each log's files in
  * chain order), each sealed file against its digest (first/last seq, count,
  * first prev, last hash, file SHA-256 and size, the digest's own hash, the
- * digest chain, the signature). After a break the checker resynchronises on
+ * digest chain, the signature). Each log must start at seq 1 from the genesis
+ * hash, or where an anchor says its retained history starts: a log cut at the
+ * head is otherwise a chain intact from its first record on, which proves
+ * nothing about what came before. After a break the checker resynchronises on
  * the record found, so one tampered line is one finding, not thousands.
  *
  * An unsealed last file is the active file of a live or killed writer: a
@@ -84,15 +107,104 @@ export async function verifyLogs(args: readonly string[], options: VerifyOptions
   for (const m of missing) report({ severity: 'error', code: 'file_missing', file: m, message: 'no such file or directory' });
 
   for (const group of orderLogFiles(paths)) {
-    const state: ChainState = { expectedSeq: null, prevHash: null, replica: null, prevDigest: null, prevFile: null };
+    const state: ChainState = { expectedSeq: null, prevHash: null, replica: null, prevDigest: null, prevFile: null, awaiting: new Map(), cutHead: false };
     for (let i = 0; i < group.length; i++) {
       const summary = await verifyFile(group[i]!, i === group.length - 1, state, options, report);
       records += summary.records;
       files.push(summary);
     }
+    if (state.awaiting.size > 0) {
+      const n = state.awaiting.size;
+      const [first] = state.awaiting.values();
+      report({
+        severity: 'warning',
+        code: 'missing_outcome',
+        file: group.at(-1)!.path,
+        seq: first!,
+        message: `${n} forwarded write${n === 1 ? ' has' : 's have'} a durable decision but no outcome record (the first at seq ${first}): writes in flight when the writer stopped`,
+      });
+    }
   }
   const firstError = findings.find((f) => f.severity === 'error') ?? null;
   return { ok: firstError === null, records, files, findings, firstError };
+}
+
+const RECORD_HASH = /^[0-9a-f]{64}$/;
+
+/**
+ * An anchor as given on the command line: a record hash (64 hex digits), or a
+ * digest file whose last record is the one before retained history. A digest
+ * must match its own hash, and its signature when a public key is given: a
+ * forged anchor must not vouch for a cut log.
+ */
+export function readAnchor(arg: string, publicKey: KeyObject | null = null): Anchor {
+  if (RECORD_HASH.test(arg.toLowerCase())) {
+    const hash = arg.toLowerCase();
+    if (hash === GENESIS_HASH) throw new Error(`--anchor ${arg}: the genesis hash anchors nothing (a log that starts at seq 1 needs no anchor)`);
+    return { hash, seq: null, source: hash };
+  }
+  let digest: Partial<Digest> | null;
+  try {
+    digest = JSON.parse(readFileSync(arg, 'utf8')) as Partial<Digest> | null;
+  } catch (err) {
+    throw new Error(`--anchor ${arg}: neither a record hash (64 hex digits) nor a readable digest file (${describeError(err)})`, { cause: err });
+  }
+  if (
+    typeof digest !== 'object' ||
+    digest === null ||
+    digest.type !== DIGEST_TYPE ||
+    typeof digest.last_hash !== 'string' ||
+    !RECORD_HASH.test(digest.last_hash) ||
+    !Number.isSafeInteger(digest.last_seq)
+  ) {
+    throw new Error(`--anchor ${arg}: not a decision log digest (expected ${DIGEST_TYPE} with last_seq and last_hash)`);
+  }
+  const body = digest as Record<string, unknown>;
+  if (digestHash(body) !== digest.hash) throw new Error(`--anchor ${arg}: the digest does not match its own hash: it was edited`);
+  if (publicKey && digest.signature && !signatureValid(body, publicKey)) throw new Error(`--anchor ${arg}: bad signature: the digest was forged or altered`);
+  return { hash: digest.last_hash, seq: digest.last_seq! + 1, source: arg };
+}
+
+/**
+ * A log whose first record is past seq 1 lost its head, unless an anchor
+ * vouches for it: one naming the record's `prev` (and, from a digest, the
+ * seq right after the digest's last).
+ */
+function checkHead(seq: number, prev: string, where: { file: string; line: number; seq: number }, anchors: readonly Anchor[], report: (f: Finding) => void): void {
+  const naming = anchors.filter((a) => a.hash === prev);
+  const vouching = naming.find((a) => a.seq === null || a.seq === seq);
+  if (vouching) {
+    report({ severity: 'note', code: 'chain_anchor', ...where, message: `history starts at seq ${seq}, anchored by ${vouching.source}` });
+    return;
+  }
+  const missing = seq === 2 ? 'record 1 is missing' : `records 1..${seq - 1} are missing`;
+  const other = naming[0];
+  let message: string;
+  if (other !== undefined && other.seq !== null) {
+    message = `history starts at seq ${seq}, but the anchor ${other.source} ends at seq ${other.seq - 1}: expected seq ${other.seq} after it`;
+  } else if (anchors.length > 0) {
+    message = `history starts at seq ${seq} (prev ${prev.slice(0, 12)}…), which no --anchor names: ${missing} (deleted or rotated away), or the anchor is another log's`;
+  } else {
+    message = `history starts at seq ${seq}: ${missing} (deleted or rotated away); pass --anchor to name where retained history starts`;
+  }
+  report({ severity: 'error', code: 'missing_head', ...where, message });
+}
+
+/**
+ * Record v2: a forwarded write's decision (status null) is followed, later in
+ * its chain, by exactly one outcome naming its id. An outcome with no such
+ * decision before it (or a second one) is an error, unless the log starts
+ * after seq 1, where the decision may be in the history cut away.
+ */
+function pairOutcome(record: Record<string, unknown>, where: { file: string; line: number; seq: number }, state: ChainState, report: (f: Finding) => void): void {
+  const id = typeof record.id === 'string' ? record.id : null;
+  if (id === null) return;
+  if (record.kind === 'outcome') {
+    if (state.awaiting.delete(id) || state.cutHead) return;
+    report({ severity: 'error', code: 'orphan_outcome', ...where, message: `outcome for decision ${id}, which no forwarded write's decision before it in this log is waiting for (inserted, duplicated, or its decision removed)` });
+  } else if (record.kind === undefined && record.status === null) {
+    state.awaiting.set(id, where.seq);
+  }
 }
 
 function readDigestFile(file: string): Digest | 'invalid' | null {
@@ -126,7 +238,6 @@ async function verifyFile(
   let lastLine = 0;
   let fileReplica: string | null = null;
   let tornLine: number | null = null;
-  const startOfFile = state.expectedSeq;
 
   for await (const line of readLines(file, {
     onChunk: (chunk) => {
@@ -164,6 +275,13 @@ async function verifyFile(
     count++;
     const where = { ...at, seq };
     const replica = typeof record.replica === 'string' ? record.replica : null;
+
+    // Before this record's own checks: records missing before it come first in chain order.
+    if (state.expectedSeq === null && seq > 1) {
+      state.cutHead = true;
+      checkHead(seq, prev, where, options.anchors ?? [], report);
+    }
+    pairOutcome(record, where, state, report);
 
     if (!lineMatchesHash(line.text, record, hash)) {
       report({ severity: 'error', code: 'hash_mismatch', ...where, message: `record seq ${seq} does not match its hash: its content was modified` });
@@ -217,9 +335,6 @@ async function verifyFile(
 
   if (count === 0 && tornLine === null) {
     report({ severity: isLast && !sealed ? 'note' : 'warning', code: 'empty', file, message: 'no records' });
-  }
-  if (startOfFile === null && firstSeq !== null && firstSeq > 1) {
-    report({ severity: 'note', code: 'chain_anchor', file, line: 1, seq: firstSeq, message: `chain starts at seq ${firstSeq} (earlier files not given); anchored at prev ${firstPrev?.slice(0, 16)}…` });
   }
   let signature: FileSummary['signature'] = null;
   if (digest === 'invalid') {

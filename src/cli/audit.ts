@@ -27,10 +27,15 @@ const USAGE = `Usage: residency-proxy audit COMMAND …
       (private, for decision_log.signing_key_file) and DIR/decision-log-signing.pub
       (public, for auditors). Prints the public key and its key id.
 
-  verify FILE|DIR… [--public-key PEM] [--require-signature] [--format text|json]
+  verify FILE|DIR… [--public-key PEM] [--require-signature] [--anchor HASH|DIGEST]…
+        [--format text|json]
       Check record hashes, seq and prev continuity within and across files,
       digests and signatures. Reports the first broken record (file, line,
       seq, what is wrong). Exit 0 intact, 1 broken.
+      Each log must start at seq 1; where older files were deleted on purpose,
+      --anchor names where retained history starts: the hash of the last
+      record before it, or the digest file that sealed that record. Repeat it
+      for several logs.
 
   query FILE|DIR… [--since T] [--until T] [--decision allow|block] [--upstream U]
         [--jurisdiction J] [--mode M] [--format json|table|csv]
@@ -113,7 +118,12 @@ function location(f: Finding): string {
 async function verify(args: string[]): Promise<number> {
   const { values, positionals } = parse(
     args,
-    { 'public-key': { type: 'string' }, 'require-signature': { type: 'boolean' }, format: { type: 'string', default: 'text' } },
+    {
+      'public-key': { type: 'string' },
+      'require-signature': { type: 'boolean' },
+      anchor: { type: 'string', multiple: true },
+      format: { type: 'string', default: 'text' },
+    },
     true,
   );
   if (values.help) {
@@ -123,10 +133,19 @@ async function verify(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new UsageError('verify needs at least one FILE or DIR');
   if (values.format !== 'text' && values.format !== 'json') throw new UsageError('--format is text or json');
   if (values['require-signature'] && !values['public-key']) throw new UsageError('--require-signature needs --public-key');
-  const { verifyLogs } = await import('../audit/verify.js');
+  const { readAnchor, verifyLogs } = await import('../audit/verify.js');
+  const publicKey = await loadPublicKey(values['public-key']);
+  const anchors = (values.anchor ?? []).map((arg) => {
+    try {
+      return readAnchor(arg, publicKey);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
   const result = await verifyLogs(positionals, {
-    publicKey: await loadPublicKey(values['public-key']),
+    publicKey,
     requireSignature: values['require-signature'] === true,
+    anchors,
   });
   if (values.format === 'json') {
     console.log(JSON.stringify(result, null, 2));
@@ -138,7 +157,8 @@ async function verify(args: string[]): Promise<number> {
     console.log(`${f.file}: ${range}, ${seal}${f.replica ? `, replica ${f.replica}` : ''}`);
   }
   for (const f of result.findings) {
-    if (f.severity !== 'note') console.log(`${f.severity.toUpperCase()} ${location(f)}: ${f.message} [${f.code}]`);
+    // Where anchored history starts is part of what INTACT vouches for.
+    if (f.severity !== 'note' || f.code === 'chain_anchor') console.log(`${f.severity.toUpperCase()} ${location(f)}: ${f.message} [${f.code}]`);
   }
   if (result.firstError) {
     console.log(`BROKEN: first broken record at ${location(result.firstError)}: ${result.firstError.message}`);

@@ -365,6 +365,16 @@ export const ConfigSchema = Type.Object(
       ),
     ),
     shadow_policy: Type.Optional(Type.String({ minLength: 1, description: 'a config file whose policy is evaluated beside the active one' })),
+    reload: Type.Object(
+      {
+        settle_ms: Type.Integer({
+          minimum: 0,
+          default: 1000,
+          description: 'a changed policy file is loaded only once its content has been unchanged this long (ms), so a file written in parts is never half active',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'reloading the policy when its file changes (SIGHUP reloads at once)' },
+    ),
   },
   { additionalProperties: false },
 );

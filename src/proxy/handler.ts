@@ -359,7 +359,15 @@ export function createRequestHandler(deps: HandlerDeps) {
     // 503 with nothing sent. Its outcome follows as a record of its own.
     // Reads keep one record, written once the upstream has answered.
     const early = plan.operation === 'write';
-    if (early && !(await record(entry(null, 0, null)))) return;
+    if (early) {
+      if (!(await record(entry(null, 0, null)))) return;
+      // The client may have gone while its decision was being made durable: nothing was sent, and nothing will be.
+      if (res.destroyed || (req.destroyed && !req.complete)) {
+        metrics.upstreamErrors.inc({ upstream: upstream.name, kind: FAILURE_KIND.client_aborted });
+        await recordOutcome(FAILURE_STATUS.client_aborted, 0, null, 'client_aborted');
+        return;
+      }
+    }
     /** Record how it ended: a read's one record (false: answered 503), or a write's outcome. */
     const settle = async (status: number, bytesIn: number, bytesOut: number | null, error?: string): Promise<boolean> => {
       if (!early) return record(entry(status, bytesIn, bytesOut, error));

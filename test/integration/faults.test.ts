@@ -97,6 +97,15 @@ describe('fault points never stop the process', () => {
     expect(text).toMatch(/^HTTP\/1\.1 405 /);
   });
 
+  it('after every fault, SIGTERM still drains and exits within the shutdown grace', async () => {
+    // Runs after the client faults above: a request stuck on a client that went away would hold the exit.
+    const started = Date.now();
+    proxy.child.kill('SIGTERM');
+    const exit = await Promise.race([proxy.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it.each(['on-connect', 'after-head', 'mid-response'] as const)('upstream reset %s: the client gets an answer or a cut, the proxy lives', async (stage) => {
     const bad = await startResettingUpstream(stage);
     const badDir = mkdtempSync(join(tmpdir(), 'residency-faults-up-'));
