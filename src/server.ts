@@ -47,6 +47,12 @@ export interface ResidencyProxyOptions {
   upstreamConnect?: ForwarderOptions['connect'];
   /** Fleet events (lockdown set/lift applied, Redis lost/back), also in the operational log. */
   onFleetEvent?: (event: FleetEvent) => void;
+  /**
+   * Hold each forwarded write's answer until its outcome record is durable
+   * too (tests that read the log right after an answer). Off by default: the
+   * decision is durable before the write; the outcome follows in the next batch.
+   */
+  awaitOutcomes?: boolean;
 }
 
 export interface ResidencyProxy {
@@ -212,6 +218,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     sink,
     metrics,
     logger,
+    awaitOutcomes: options.awaitOutcomes ?? false,
     maxHeaders: config.limits.max_headers,
     maxHeaderBytes: config.limits.max_header_bytes,
     limits: { refusalDrainBytes: config.limits.refusal_drain_bytes, refusalLingerMs: config.limits.refusal_linger_ms },

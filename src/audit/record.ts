@@ -121,8 +121,13 @@ export function isDecision(record: object): boolean {
 
 /** Where decision records go. Kept small so a durable, chained sink can replace the first one. */
 export interface DecisionSink {
-  /** Resolves once the record is written; rejects when it cannot be. */
-  write(entry: LogEntry): Promise<void>;
+  /**
+   * Resolves once the record is written; rejects when it cannot be.
+   * `lazy`: nothing waits on this record soon (a write's outcome), so it
+   * need not start a batch of its own: it goes with the next batch, or
+   * after LAZY_FLUSH_MS at the latest.
+   */
+  write(entry: LogEntry, options?: { lazy?: boolean }): Promise<void>;
   /** False while the sink cannot write. */
   healthy(): boolean;
   close(): Promise<void>;

@@ -35,6 +35,8 @@ import { linesBuffer, sealNext } from './serialise.js';
 
 /** Linux and most Unixes; absent on Windows, where each batch is fdatasync'd instead. */
 const O_DSYNC: number | undefined = constants.O_DSYNC;
+/** The longest a lazy record (a write's outcome) waits for a batch to ride with. */
+export const LAZY_FLUSH_MS = 100;
 
 /** The file operations on the write path, injectable so tests can fail them. */
 export interface FileOps {
@@ -293,6 +295,7 @@ class DurableLog implements DecisionLog {
   private pendingBytes = 0;
   private held: LogEntry[] = [];
   private timer: NodeJS.Timeout | null = null;
+  private lazyTimer: NodeJS.Timeout | null = null;
   /** A flush is queued for the end of this event-loop turn (flush_ms 0). */
   private immediateQueued = false;
   /** A flush loop or an exclusive section (rotation, shutdown) is running. */
@@ -556,7 +559,7 @@ class DurableLog implements DecisionLog {
   // ---------------------------------------------------------------------------
   // writing
 
-  async write(entry: LogEntry): Promise<void> {
+  async write(entry: LogEntry, options?: { lazy?: boolean }): Promise<void> {
     if (this.closed) throw new DecisionLogError(DecisionLogCodes.CLOSED, 'the decision log is closed');
     if (this.broken !== null) {
       const recovered = await this.recover();
@@ -568,7 +571,7 @@ class DurableLog implements DecisionLog {
         throw this.broken ?? new DecisionLogError(DecisionLogCodes.WRITE_FAILED, 'the decision log cannot be written');
       }
     }
-    return this.enqueue(entry);
+    return this.enqueue(entry, false, options?.lazy === true);
   }
 
   /** Flags for the active file: append, create; O_DSYNC when each write must be durable on return. */
@@ -580,7 +583,7 @@ class DurableLog implements DecisionLog {
     return 'operation' in entry && this.failOpen.has(entry.operation) && this.held.length < this.heldMax;
   }
 
-  private enqueue(entry: LogEntry, detached = false): Promise<void> {
+  private enqueue(entry: LogEntry, detached = false, lazy = false): Promise<void> {
     const prev = this.assigned.hash;
     const { line, seq, hash } = sealNext(entry, this.replica, this.assigned);
     this.assigned = { seq, hash };
@@ -589,8 +592,23 @@ class DurableLog implements DecisionLog {
     });
     if (detached) promise.catch(() => {});
     this.pendingBytes += line.length + 1;
-    this.schedule();
+    if (lazy) this.scheduleLazy();
+    else this.schedule();
     return promise;
+  }
+
+  /**
+   * A record nothing waits on soon rides with the next batch (the next
+   * decision's, under any traffic at all), so a write's outcome costs no
+   * sync of its own; with no other traffic it is written after LAZY_FLUSH_MS.
+   */
+  private scheduleLazy(): void {
+    if (this.pendingBytes >= this.maxBatchBytes) return this.schedule();
+    this.lazyTimer ??= setTimeout(() => {
+      this.lazyTimer = null;
+      this.schedule();
+    }, LAZY_FLUSH_MS);
+    this.lazyTimer.unref();
   }
 
   private schedule(): void {
@@ -876,6 +894,7 @@ class DurableLog implements DecisionLog {
     if (this.closed) return;
     clearInterval(this.probe);
     if (this.timer) clearTimeout(this.timer);
+    if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.timer = null;
     if (this.broken !== null) await this.recover();
     while (this.busy !== null || (this.pending.length > 0 && this.broken === null)) {

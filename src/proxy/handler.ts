@@ -39,6 +39,8 @@ export interface HandlerDeps {
   limits: { refusalDrainBytes: number; refusalLingerMs: number };
   /** Discovered bucket regions and upload locations (shared through the fleet Redis when configured). */
   stores: RequestStores;
+  /** Hold a forwarded write's answer until its outcome record is durable (see ResidencyProxyOptions). */
+  awaitOutcomes?: boolean;
   /**
    * Network location (DNS pinning, site networks, cloud ranges, GeoIP): where
    * the route's host is, and the address to send to. Absent: declared and
@@ -231,19 +233,21 @@ export function createRequestHandler(deps: HandlerDeps) {
     }
 
     /**
-     * A forwarded write's outcome, chained after its decision and durable
-     * before the client sees the final status (as a read's one record is).
-     * Never fails the request: the write has happened and its decision is
-     * durable, so a log that fails now is logged and counted, and the
-     * upstream's answer still goes out (a 503 would invite a retry of a
-     * write that succeeded).
+     * A forwarded write's outcome, chained after its decision. Queued before
+     * the client's answer, not waited for (unless awaitOutcomes): the
+     * decision was durable before the write, and a second durable wait per
+     * write would halve what a durable log can carry. Never fails the
+     * request: the write has happened, so a log that fails now is logged and
+     * counted, and the upstream's answer still goes out (a 503 would invite
+     * a retry of a write that succeeded).
      */
     const recordOutcome: OutcomeRecorder = async (status, bytesIn, bytesOut, error) => {
       const duration = Math.round((performance.now() - started) * 1000) / 1000;
       metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, duration / 1000);
       const outcome: OutcomeEntry = { kind: 'outcome', ts: new Date().toISOString(), id, status, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: duration, error };
       try {
-        await sink.write(outcome);
+        // Nothing waits on it (unless awaitOutcomes): it rides with the next batch instead of forcing a sync of its own.
+        await sink.write(outcome, { lazy: !deps.awaitOutcomes });
         metrics.decisionLogRecords.inc();
       } catch (err) {
         metrics.decisionLogErrors.inc();
@@ -371,7 +375,8 @@ export function createRequestHandler(deps: HandlerDeps) {
     /** Record how it ended: a read's one record (false: answered 503), or a write's outcome. */
     const settle = async (status: number, bytesIn: number, bytesOut: number | null, error?: string): Promise<boolean> => {
       if (!early) return record(entry(status, bytesIn, bytesOut, error));
-      await recordOutcome(status, bytesIn, bytesOut, error);
+      const written = recordOutcome(status, bytesIn, bytesOut, error);
+      if (deps.awaitOutcomes) await written;
       return true;
     };
     const hasBody = requestHasBody(req.headers);

@@ -40,7 +40,8 @@ export async function startProxy(config: Record<string, unknown>): Promise<Runni
     ...config,
   };
   const parsed = parseConfigText(stringify(doc), 'test.yaml');
-  const app = createResidencyProxy(parsed, { logger: pino({ level: 'silent' }), replica: 'test' });
+  // Tests read the log right after each answer: hold answers until outcomes are durable too.
+  const app = createResidencyProxy(parsed, { logger: pino({ level: 'silent' }), replica: 'test', awaitOutcomes: true });
   const { proxy, admin } = await app.listen();
   const readLog = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
   return {

@@ -64,6 +64,8 @@ describe('decision log: the disk stops taking writes, then comes back', () => {
 
     expect((await send(port, 'PUT', '/us/bucket/before.txt', 'hi')).status).toBe(200);
     expect((await readyz(adminPort)).status).toBe(200);
+    // The write's outcome rides with the next batch, or goes alone after at most 100 ms: let it land first.
+    await new Promise((r) => setTimeout(r, 300));
 
     breakDisk(logDir);
     upstream.reset();

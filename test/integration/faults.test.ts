@@ -1,11 +1,12 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assertBuilt, proxyConfig, send, serve, writeConfig, type ServedProxy } from '../helpers/audit-serve.js';
+import { decisionsOf } from '../helpers/proxy.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
 /**
@@ -125,5 +126,85 @@ describe('fault points never stop the process', () => {
       bad.server.close();
       rmSync(badDir, { recursive: true, force: true });
     }
+  });
+});
+
+/*
+ * The decision log stops taking writes at each stage of a write. Tests run
+ * as root, where chmod does not stop a write: the log directory replaced by
+ * a plain file does (the writer's next batch fails, as on a failed disk).
+ * The invariant each time: no write reaches the upstream without a durable
+ * decision, the client gets a clean answer, the process lives.
+ */
+describe('the decision log fails at each stage of a write', () => {
+  let dir: string;
+  let upstream: RecordingUpstream;
+  let proxy: ServedProxy | null = null;
+  let logDir: string;
+  let release: (() => void) | null = null;
+
+  beforeAll(async () => {
+    assertBuilt();
+    dir = mkdtempSync(join(tmpdir(), 'residency-faults-log-'));
+    // Answers a path containing "slow" only when the test releases it: the log can break while the write is upstream.
+    upstream = await startRecordingUpstream({
+      respond: async (req) => {
+        if (req.url.includes('slow')) await new Promise<void>((r) => (release = r));
+        return { status: 200, body: 'ok' };
+      },
+    });
+  });
+  afterAll(async () => {
+    await proxy?.kill('SIGKILL');
+    await upstream?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const breakLog = () => {
+    renameSync(logDir, `${logDir}.away`);
+    writeFileSync(logDir, 'not a directory\n');
+  };
+  const repairLog = () => {
+    rmSync(logDir);
+    renameSync(`${logDir}.away`, logDir);
+  };
+  /** Every path the upstream received has a decision on disk (the records are read from wherever the directory is now). */
+  const unrecordedWrites = () => {
+    const where = existsSync(`${logDir}.away`) ? `${logDir}.away` : logDir;
+    const text = readFileSync(join(where, 'decisions.log'), 'utf8');
+    const decided = new Set(decisionsOf(text).map((r) => r.path));
+    return upstream.requests.filter((r) => !decided.has(r.url)).map((r) => r.url);
+  };
+
+  it('unwritable before the write: 503, nothing sent; unwritable while the write is upstream: its decision is durable, the client gets the upstream answer', async () => {
+    logDir = join(dir, 'log');
+    proxy = await serve(writeConfig(dir, 'proxy.yaml', proxyConfig(upstream.url, { path: join(logDir, 'decisions.log') })));
+    expect((await send(proxy.port, 'PUT', '/us/bucket/before.txt', 'x')).status).toBe(200);
+
+    breakLog();
+    upstream.reset();
+    expect((await send(proxy.port, 'PUT', '/us/bucket/during.txt', 'x')).status).toBe(503);
+    expect((await send(proxy.port, 'DELETE', '/us/bucket/before.txt', null)).status).toBe(503);
+    expect(upstream.requests).toEqual([]);
+    repairLog();
+    await new Promise((r) => setTimeout(r, 1_200)); // the writer's probe notices the repair
+
+    // The write is at the upstream (decision durable) when the log breaks: the outcome cannot be written.
+    upstream.reset();
+    const slow = send(proxy.port, 'PUT', '/us/bucket/slow.txt', 'x');
+    await upstream.waitFor(() => upstream.requests.length === 1 && release !== null);
+    breakLog();
+    release!();
+    expect((await slow).status).toBe(200);
+    // The outcome is written after the answer (the decision was durable before the write): it fails, visibly.
+    for (let i = 0; i < 40 && !proxy.logs.some((l) => l.msg === 'the outcome of a forwarded write could not be recorded'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(proxy.logs.some((l) => l.msg === 'the outcome of a forwarded write could not be recorded')).toBe(true);
+    expect(unrecordedWrites()).toEqual([]);
+    repairLog();
+
+    expect(proxy.child.exitCode).toBeNull();
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect((await send(proxy.port, 'PUT', '/us/bucket/after.txt', 'x')).status).toBe(200);
+    expect(unrecordedWrites()).toEqual([]);
   });
 });

@@ -75,6 +75,7 @@ async function startMember(id: string): Promise<Member> {
     replica: id,
     watch: true,
     onFleetEvent: (e) => events.push(e),
+    awaitOutcomes: true,
   });
   const { proxy, admin } = await app.listen();
   return { id, dir, file, logFile, app, port: proxy.port, adminUrl: `http://127.0.0.1:${admin.port}`, events };

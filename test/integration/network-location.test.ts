@@ -122,7 +122,7 @@ function create(doc: Record<string, unknown>): { app: ResidencyProxy; dir: strin
     configFile,
     stringify({ listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, decision_log: { path: join(dir, 'decisions.log') }, ...doc }),
   );
-  const app = createResidencyProxy(loadConfig(configFile), { logger: pino({ level: 'silent' }), replica: 'test' });
+  const app = createResidencyProxy(loadConfig(configFile), { logger: pino({ level: 'silent' }), replica: 'test', awaitOutcomes: true });
   cleanups.push(() => app.close());
   return { app, dir, configFile };
 }

@@ -43,7 +43,7 @@ describe('policy reload waits for the file to settle', () => {
 
   async function start(): Promise<void> {
     const loaded = loadPolicy(file);
-    app = createResidencyProxy(loaded.config, { logger: pino({ level: 'silent' }), watch: true, shadow: loaded.shadow });
+    app = createResidencyProxy(loaded.config, { logger: pino({ level: 'silent' }), watch: true, shadow: loaded.shadow, awaitOutcomes: true });
     const { proxy } = await app.listen();
     base = `http://127.0.0.1:${proxy.port}`;
   }

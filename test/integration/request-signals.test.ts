@@ -679,6 +679,7 @@ describe('{host} upstreams: one upstream for every S3 region', () => {
       logger: pino({ level: 'silent' }),
       replica: 'test',
       upstreamConnect: { lookup: lookup as never },
+      awaitOutcomes: true,
     });
     try {
       const { proxy } = await app.listen();

@@ -395,6 +395,35 @@ describe('durable decision log: failures', () => {
     expect(log.heldCount()).toBe(0);
   });
 
+  it('a lazy record (a write\'s outcome) rides with the next batch instead of forcing one, and is written within LAZY_FLUSH_MS alone', async () => {
+    const { ops, state } = faultyOps();
+    const log = make({ fileOps: ops });
+    await log.write(sampleEntry(1));
+    const writesBefore = state.writes;
+    // Alone: not written at once, but within the lazy window.
+    let lazyDone = false;
+    const lazy = log.write(sampleEntry(2), { lazy: true }).then(() => (lazyDone = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(lazyDone).toBe(false);
+    expect(state.writes).toBe(writesBefore);
+    await lazy;
+    expect(state.writes).toBe(writesBefore + 1);
+    // Beside an urgent record: one write carries both, in chain order.
+    const outcome = log.write(sampleEntry(3), { lazy: true });
+    await log.write(sampleEntry(4));
+    await outcome;
+    expect(state.writes).toBe(writesBefore + 2);
+    expect(records().map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('close writes a lazy record still waiting', async () => {
+    const log = make();
+    const lazy = log.write(sampleEntry(1), { lazy: true });
+    await log.close();
+    await lazy;
+    expect(records().map((r) => r.seq)).toEqual([1]);
+  });
+
   it('rejects writes after close', async () => {
     const log = make();
     await log.close();
