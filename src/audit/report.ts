@@ -1,13 +1,15 @@
 import type { KeyObject } from 'node:crypto';
 import { jurisdictionsOf } from './query.js';
 import { isDecision, type DecisionRecord } from './record.js';
-import { verifyLogs, type Finding, type VerifyResult } from './verify.js';
+import { verifyLogs, type Anchor, type Finding, type VerifyResult } from './verify.js';
 
 export interface ReportOptions {
   since: string;
   until: string;
   publicKey?: KeyObject | null;
   requireSignature?: boolean;
+  /** Where retained history starts (see verify's --anchor). */
+  anchors?: readonly Anchor[];
   now?: () => number;
 }
 
@@ -137,6 +139,7 @@ export async function buildReport(args: readonly string[], options: ReportOption
     onRecord,
     ...(options.publicKey ? { publicKey: options.publicKey } : {}),
     ...(options.requireSignature ? { requireSignature: true } : {}),
+    ...(options.anchors ? { anchors: options.anchors } : {}),
   });
   r.files = verification.files.length;
   r.top_reasons = [...reasons.entries()]

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { KeyObject } from 'node:crypto';
 import type { QueryFilter, QueryFormat } from '../audit/query.js';
-import type { Finding } from '../audit/verify.js';
+import type { Anchor, Finding } from '../audit/verify.js';
 
 // Audit commands run on auditors' machines over multi-GB logs: each loads only
 // what it needs (not the proxy's config loader, GeoIP or Redis client), which
@@ -41,9 +41,11 @@ const USAGE = `Usage: residency-proxy audit COMMAND …
         [--jurisdiction J] [--mode M] [--format json|table|csv]
       Stream matching records (json: the lines as stored).
 
-  report FILE|DIR… --since T --until T [--format md|html|json] [--public-key PEM] [--out FILE]
+  report FILE|DIR… --since T --until T [--format md|html|json] [--public-key PEM]
+        [--anchor HASH|DIGEST]… [--out FILE]
       Totals by decision, mode, jurisdiction, upstream; blocked non-US writes;
-      monitor-mode would-blocks; top reasons; policy versions; chain check.
+      monitor-mode would-blocks; top reasons; policy versions; chain check
+      (--anchor as for verify).
 
   export --redis URL --stream KEY --out DIR
       Drain a decision stream into one verifiable file per replica.
@@ -133,15 +135,9 @@ async function verify(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new UsageError('verify needs at least one FILE or DIR');
   if (values.format !== 'text' && values.format !== 'json') throw new UsageError('--format is text or json');
   if (values['require-signature'] && !values['public-key']) throw new UsageError('--require-signature needs --public-key');
-  const { readAnchor, verifyLogs } = await import('../audit/verify.js');
+  const { verifyLogs } = await import('../audit/verify.js');
   const publicKey = await loadPublicKey(values['public-key']);
-  const anchors = (values.anchor ?? []).map((arg) => {
-    try {
-      return readAnchor(arg, publicKey);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  });
+  const anchors = await anchorsFrom(values.anchor, publicKey);
   const result = await verifyLogs(positionals, {
     publicKey,
     requireSignature: values['require-signature'] === true,
@@ -169,7 +165,7 @@ async function verify(args: string[]): Promise<number> {
   return 0;
 }
 
-async function filterFrom(values: Record<string, string | boolean | undefined>): Promise<QueryFilter> {
+async function filterFrom(values: Record<string, string | boolean | string[] | undefined>): Promise<QueryFilter> {
   const { parseTimeBound } = await import('../audit/query.js');
   const filter: QueryFilter = {};
   const text = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
@@ -224,6 +220,7 @@ async function report(args: string[]): Promise<number> {
       format: { type: 'string', default: 'md' },
       'public-key': { type: 'string' },
       'require-signature': { type: 'boolean' },
+      anchor: { type: 'string', multiple: true },
       out: { type: 'string' },
     },
     true,
@@ -237,16 +234,30 @@ async function report(args: string[]): Promise<number> {
   if (values.format !== 'md' && values.format !== 'html' && values.format !== 'json') throw new UsageError('--format is md, html or json');
   const { since, until } = await filterFrom(values);
   const { buildReport, renderHtml, renderMarkdown } = await import('../audit/report.js');
+  const publicKey = await loadPublicKey(values['public-key']);
   const data = await buildReport(positionals, {
     since: since!,
     until: until!,
-    publicKey: await loadPublicKey(values['public-key']),
+    publicKey,
     requireSignature: values['require-signature'] === true,
+    anchors: await anchorsFrom(values.anchor, publicKey),
   });
   const text = values.format === 'html' ? renderHtml(data) : values.format === 'json' ? `${JSON.stringify(data, null, 2)}\n` : renderMarkdown(data);
   if (values.out) writeFileSync(values.out, text);
   else process.stdout.write(text);
   return 0;
+}
+
+/** --anchor values as verify reads them; a bad one is a usage error. */
+async function anchorsFrom(args: readonly string[] | undefined, publicKey: KeyObject | null): Promise<Anchor[]> {
+  const { readAnchor } = await import('../audit/verify.js');
+  return (args ?? []).map((arg) => {
+    try {
+      return readAnchor(arg, publicKey);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
 }
 
 async function exportCommand(args: string[]): Promise<number> {

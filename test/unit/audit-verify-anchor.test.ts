@@ -245,6 +245,24 @@ describe('audit verify --anchor (command line)', () => {
     expect(json.findings).toContainEqual(expect.objectContaining({ code: 'chain_anchor', seq: 9 }));
   });
 
+  it('audit report takes the same anchors: a cut log reports BROKEN without one, INTACT with it', async () => {
+    const { dir, keptDigest } = withoutFirstFile(logA);
+    const window = ['--since', '2000-01-01', '--until', '2100-01-01', '--format', 'json'];
+    // report writes its document to stdout in one piece.
+    const written = () => {
+      const chunks: string[] = [];
+      vi.spyOn(process.stdout, 'write').mockImplementation((text: string | Uint8Array) => chunks.push(String(text)) > 0);
+      return () => JSON.parse(chunks.join('')) as { verification: { ok: boolean } };
+    };
+    let report = written();
+    expect(await auditCommand(['report', dir, ...window])).toBe(0);
+    expect(report().verification.ok).toBe(false);
+    vi.restoreAllMocks();
+    report = written();
+    expect(await auditCommand(['report', dir, ...window, '--anchor', keptDigest])).toBe(0);
+    expect(report().verification.ok).toBe(true);
+  });
+
   it('an anchor that is neither a hash nor a digest is a usage error', async () => {
     capture();
     expect(await auditCommand(['verify', logA, '--anchor', join(root, 'absent.digest.json')])).toBe(2);
