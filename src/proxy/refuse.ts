@@ -81,6 +81,11 @@ export function errorResponse(provider: Provider | null, e: ErrorDetails): Error
     case 's3': {
       const code = S3_CODES[e.status] ?? 'InternalError';
       headers['content-type'] = 'application/xml';
+      // SDKs and CLIs print these as the request id: the decision id is what an operator looks up.
+      if (e.decisionId) {
+        headers['x-amz-request-id'] = e.decisionId;
+        headers['x-amz-id-2'] = e.decisionId;
+      }
       const body =
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error>' +
         `<Code>${code}</Code><Message>${xml(e.detail)}</Message>` +
@@ -100,6 +105,7 @@ export function errorResponse(provider: Provider | null, e: ErrorDetails): Error
     }
     case 'gcs': {
       headers['content-type'] = 'application/json; charset=UTF-8';
+      if (e.decisionId) headers['x-guploader-uploadid'] = e.decisionId;
       const reason = e.status === 403 ? 'forbidden' : e.code;
       const body = JSON.stringify({
         error: { code: e.status, message: e.detail, errors: [{ message: e.detail, domain: 'global', reason }] },

@@ -17,6 +17,8 @@ describe('refusals in the provider format', () => {
     expect(r.headers['content-type']).toBe('application/xml');
     expect(r.body).toMatch(/^<\?xml version="1.0" encoding="UTF-8"\?>\n<Error><Code>AccessDenied<\/Code><Message>rule &#34;user-data&#34; does not allow IE &#60;&#38;&#62;/);
     expect(r.body).toContain('<Resource>/bucket/key</Resource><RequestId>abc</RequestId>');
+    // What the AWS CLI, SDKs and rclone print as the request id.
+    expect([r.headers['x-amz-request-id'], r.headers['x-amz-id-2']]).toEqual(['abc', 'abc']);
   });
 
   it('Azure: XML AuthorizationFailure and x-ms-error-code', () => {
@@ -33,6 +35,7 @@ describe('refusals in the provider format', () => {
     expect(body.error.code).toBe(403);
     expect(body.error.message).toBe(details.detail);
     expect(body.error.errors[0].reason).toBe('forbidden');
+    expect(r.headers['x-guploader-uploadid']).toBe('abc');
   });
 
   it('generic: RFC 9457 problem+json', () => {
