@@ -195,7 +195,7 @@ export class Planner {
       location = toLocation([...location.signals, ...own]);
     }
 
-    const claimed = reading.scope?.accessKeyId ?? null;
+    const claimed = reading.scope?.accessKeyId ?? reading.sigV2KeyId ?? null;
     const principalVerified = claimed !== null && this.principalsMatter && this.verifyPrincipal(input, rawPath, query, headers);
 
     const { createBucket, inspect, discover, upload } = reading;

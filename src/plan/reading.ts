@@ -52,6 +52,8 @@ export interface Reading {
   readonly signals: readonly Signal[];
   /** The SigV4 scope the request claims (its access key id is a claim until verified). */
   readonly scope: SigV4Scope | null;
+  /** The access key id of a request signed with AWS Signature Version 2 (recorded; never verified, so it never counts). */
+  readonly sigV2KeyId?: string | undefined;
   /** Other buckets on this upstream the request writes to (copy, rewrite destinations). */
   readonly destinations: readonly string[];
   /** The request's body is a query (S3 Select, Azure Query Blob Contents): a read that carries a body. */

@@ -25,6 +25,25 @@ export function multipartKey(upstream: string, bucket: string, key: string, uplo
   return 'multipart:' + hashKey(upstream, bucket, key, uploadId);
 }
 
+const ACCESS_KEY_ID = /^[A-Za-z0-9_.+=@-]{1,128}$/;
+
+/**
+ * The access key id of a Signature Version 2 request (`Authorization: AWS
+ * AKID:signature`, or a presigned `AWSAccessKeyId=`): who claims to sign,
+ * for the record. It is never verified, so no exception matches it.
+ */
+function sigV2AccessKeyId(authorization: string | string[] | undefined, query: string | null): string | undefined {
+  let id: string | undefined;
+  if (typeof authorization === 'string' && authorization.startsWith('AWS ')) {
+    const colon = authorization.indexOf(':', 4);
+    id = colon === -1 ? undefined : authorization.slice(4, colon);
+  } else {
+    const raw = paramValue(query, 'AWSAccessKeyId');
+    id = raw === undefined ? undefined : decode(raw);
+  }
+  return id !== undefined && ACCESS_KEY_ID.test(id) ? id : undefined;
+}
+
 export function readS3(c: ReadContext): Reading | Reject {
   const { upstream, storeHost, path, query, method, headers } = c;
   let s3Host: S3HostInfo | null = null;
@@ -73,6 +92,7 @@ export function readS3(c: ReadContext): Reading | Reject {
   if (method === 'POST' && bucket === null && isFormUpload(headers)) return reject(400, 'ambiguous_path', 'a form upload that names no bucket in its Host or path');
 
   const scope = headers.authorization !== undefined || query !== null ? parseSigV4(headers as Parameters<typeof parseSigV4>[0], query) : null;
+  const sigV2KeyId = scope === null ? sigV2AccessKeyId(headers.authorization, query) : undefined;
   const signals: Signal[] = upstream.requestSignals ? [...s3HostSignals(s3Host), ...sigv4Signals(scope)] : [];
 
   const createBucket = method === 'PUT' && upstream.requestSignals && key === '' ? (detectCreateBucket('s3', method, path, query, hostBucket) ?? undefined) : undefined;
@@ -102,5 +122,5 @@ export function readS3(c: ReadContext): Reading | Reject {
     if (operation === 'write' && createBucket === undefined && upload === undefined) discover = bucket;
     if (method === 'DELETE' && key === '' && (query === null || query === 'x-id=DeleteBucket')) follow.forgetRegion = bucket;
   }
-  return { operation, bucket, bucketFrom: hostBucket !== null ? 'host' : bucket !== null ? 'path' : null, signals, scope, destinations: [], bodyIsQuery, createBucket, inspect, discover, upload, follow };
+  return { operation, bucket, bucketFrom: hostBucket !== null ? 'host' : bucket !== null ? 'path' : null, signals, scope, sigV2KeyId, destinations: [], bodyIsQuery, createBucket, inspect, discover, upload, follow };
 }

@@ -106,6 +106,8 @@ const CASES: Case[] = [
   { name: 'gcs: a bucket insert with a method override still reads its location', method: 'POST', path: '/gcs/storage/v1/b?project=p', headers: { 'content-type': 'application/json', 'x-http-method-override': 'PUT' }, body: JSON.stringify({ name: 'nb', location: 'EU' }), status: 403 },
   { name: 'gcs: compose with a raw slash in the object name', method: 'POST', path: '/gcs/storage/v1/b/us-bucket/o/a/b/compose', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ destination: { bucket: 'eu-bucket' } }), status: 400 },
   { name: 'gcs: an upload_id the proxy cannot read', method: 'PUT', path: '/gcs/upload/storage/v1/b/us-bucket/o?uploadType=resumable&upload_id=ABC%ZZ', body: 'x', status: 400 },
+  { name: 's3: a SigV2 request records who claims to sign it, unverified', method: 'PUT', path: '/s3/us-data/k', headers: { authorization: 'AWS AKIDV2EXAMPLE:c2lnbmF0dXJlVjI=' }, body: 'x', status: 200, record: { principal: 'AKIDV2EXAMPLE' } },
+  { name: 's3: a SigV2 presigned URL records its key id', method: 'GET', path: '/s3/us-data/k?AWSAccessKeyId=AKIDV2PRESIGNED&Expires=1999999999&Signature=c2lnbmF0dXJlVjI%3D', status: 200, record: { principal: 'AKIDV2PRESIGNED' } },
   { name: 'gcs: an encoded slash in a JSON bucket segment', method: 'POST', path: '/gcs/upload/storage/v1/b/us%2Fbucket/o?uploadType=media&name=x', body: 'x', status: 400 },
 ];
 
@@ -177,6 +179,10 @@ describe('the escape corpus: the proxy decides on what the storage acts on', () 
     const record = records[0]!;
     expect(record.decision).toBe(c.status === 403 ? 'block' : 'allow');
     if (c.record) expect(record).toMatchObject(c.record);
+    // A principal nobody verified is recorded as a claim only.
+    if (record.principal !== undefined) expect('principal_verified' in record).toBe(false);
+    // Signatures never reach the log.
+    expect(proxy.decisionLogText()).not.toContain('c2lnbmF0dXJl');
     if (c.destination) {
       expect(record.location.signals).toContainEqual(expect.objectContaining({ source: 'destination', ...c.destination }));
     }
