@@ -105,7 +105,7 @@ export function explainCommand(args: string[]): Promise<number> {
       lookups = [...lookups, ...done.lookups];
       plan = done.reject ?? planner.finish(prepared, done.found, network);
     }
-    const report = describe(plan, upper, host, planner.policy.hash, lookups, chain);
+    const report = describe(plan, upper, host, target, planner.policy.hash, lookups, chain);
     console.log(values.format === 'json' ? JSON.stringify(report, null, 2) : asText(report));
     return 0;
   });
@@ -188,10 +188,13 @@ function inspect(planner: Planner, prepared: Prepared, body: Buffer | null, head
 
 type Report = ReturnType<typeof describe>;
 
-function describe(plan: Plan, method: string, host: string, policy: string, lookups: readonly string[], chain: NetworkChain | string | null) {
+function describe(plan: Plan, method: string, host: string, target: string, policy: string, lookups: readonly string[], chain: NetworkChain | string | null) {
   if (plan.kind === 'reject') {
-    return { kind: 'reject' as const, request: { method, host }, outcome: { status: plan.status, code: plan.code, detail: plan.detail }, lookups, policy };
+    const path = target.split('?')[0]!;
+    return { kind: 'reject' as const, request: { method, host, path }, outcome: { status: plan.status, code: plan.code, detail: plan.detail }, lookups, policy };
   }
+  // A host with no address: a forwarded request is answered 502 and nothing is sent.
+  const unresolved = typeof chain === 'object' && chain !== null && chain.address === null;
   const { route, decision, location } = plan;
   return {
     kind: 'decided' as const,
@@ -229,7 +232,8 @@ function describe(plan: Plan, method: string, host: string, policy: string, look
       rule: decision.rule,
       mode: decision.mode,
       reason: decision.reason,
-      status: decision.effective === 'refused' ? 403 : null,
+      status: decision.effective === 'refused' ? 403 : unresolved ? 502 : null,
+      ...(decision.effective === 'forwarded' && unresolved ? { not_sent: 'upstream_unresolved' } : {}),
     },
     lookups,
     policy,
@@ -252,7 +256,7 @@ function networkLines(n: Extract<Report, { kind: 'decided' }>['network']): strin
 function asText(r: Report): string {
   if (r.kind === 'reject') {
     return [
-      `${r.request.method} ${r.request.host}`,
+      `${r.request.method} ${r.request.host}${r.request.path}`,
       `  refused before any decision: ${r.outcome.status} ${r.outcome.code}: ${r.outcome.detail}`,
       ...r.lookups.map((l) => `  note: ${l}`),
     ].join('\n');
@@ -266,7 +270,9 @@ function asText(r: Report): string {
     `  location   → ${r.location.jurisdictions.length ? r.location.jurisdictions.join(', ') : 'unknown'}${r.location.region ? ` (region ${r.location.region})` : ''}`,
     ...r.location.signals.map((s) => `      signal ${s.source}: ${s.value}${s.bucket ? ` (bucket ${s.bucket})` : ''} → ${s.jurisdiction ?? 'unplaced: the location is unknown'}`),
     `  decision   → ${r.decision.action.toUpperCase()} by rule ${r.decision.rule ?? '(none)'} in ${r.decision.mode} mode: ${r.decision.reason}`,
-    `  effect     → ${r.decision.effective}${r.decision.status ? ` (${r.decision.status})` : ''}`,
+    'not_sent' in r.decision
+      ? `  effect     → not sent: answered ${r.decision.status} ${r.decision.not_sent} (the upstream's name has no located address)`
+      : `  effect     → ${r.decision.effective}${r.decision.status ? ` (${r.decision.status})` : ''}`,
     ...r.lookups.map((l) => `  note: ${l}`),
     `  policy     ${r.policy}`,
   ];

@@ -573,6 +573,9 @@ describe('explain', () => {
     const unresolved = await run('PUT', 'http://localhost/s/bucket/k', '--format', 'text');
     expect(unresolved).toMatch(/network {4}→ nowhere\.test → no address \(.+\): the location is unknown and nothing would be sent/);
     expect(unresolved).toContain('decision   → BLOCK by rule writes in enforce mode: unknown_location');
+    // A read is allowed, but nothing can be sent: the proxy answers 502.
+    const read = await run('GET', 'http://localhost/s/bucket/k', '--format', 'text');
+    expect(read).toContain('effect     → not sent: answered 502 upstream_unresolved');
 
     const asked = dns.queries.length;
     const offline = await run('PUT', 'http://localhost/s/bucket/k', '--offline', '--format', 'text');
