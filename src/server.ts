@@ -187,10 +187,15 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
         networks: config.networks,
         hosts: upstreamHosts(planner().upstreams),
         ...promiseLookup(options.upstreamConnect),
+        // Clients choose the names a {host} upstream is sent to: bound what they can make the proxy resolve.
+        hostLimits: { maxTrackedHosts: config.dns?.max_tracked_hosts, maxNewHostsPerSecond: config.dns?.max_new_hosts_per_second },
         events: {
           lookup: (source, result) => metrics.locationLookups.inc({ source, result }),
           reload: (source, ok) => metrics.locationSourceReloads.inc({ source, result: ok ? 'success' : 'failure' }),
           log: (level, fields, msg) => logger[level](fields, msg),
+          dnsQuery: (reason) => metrics.dnsQueries.inc({ reason }),
+          hostNotTracked: (reason) => metrics.dnsHostsNotTracked.inc({ reason }),
+          trackedHosts: (count) => metrics.dnsTrackedHosts.set(count),
         },
       })
     : null;

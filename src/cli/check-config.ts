@@ -22,7 +22,8 @@ export function checkConfigCommand(args: string[]): Promise<number> {
     const { config } = loaded;
     for (const expired of expiredExceptions(config, Date.now())) console.error(`${file}: warning: exception ${expired} no longer applies`);
     const shadow = loaded.shadow ? `, shadow policy ${config.shadow_policy}` : '';
-    console.log(`${file}: ok (${config.upstreams.length} upstreams, ${config.rules.length} rules, ${config.exceptions.length} exceptions${shadow})`);
+    const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+    console.log(`${file}: ok (${count(config.upstreams.length, 'upstream')}, ${count(config.rules.length, 'rule')}, ${count(config.exceptions.length, 'exception')}${shadow})`);
     return 0;
   });
 }

@@ -320,6 +320,18 @@ export const ConfigSchema = Type.Object(
           grace_seconds: Type.Number({ minimum: 0, default: 60 }),
           timeout: Type.Number({ exclusiveMinimum: 0, default: 2, description: 'seconds one query to a DNS server may take' }),
           attempts: Type.Integer({ minimum: 1, maximum: 10, default: 2, description: 'tries per query before a resolution fails' }),
+          // Clients choose the names a {host} upstream is sent to: these keep them from driving the proxy's DNS load.
+          max_tracked_hosts: Type.Integer({
+            minimum: 1,
+            default: 1000,
+            description:
+              "how many host names {host} upstreams were asked for are tracked (kept resolved and refreshed in the background) at once; the configured upstreams' own hosts are not counted. Past it a name is resolved once, its answer kept for its TTL and not refreshed",
+          }),
+          max_new_hosts_per_second: Type.Number({
+            exclusiveMinimum: 0,
+            default: 50,
+            description: 'first resolutions per second of host names {host} upstreams were asked for and the proxy does not track; past it such a name is not resolved, so its request has no located address',
+          }),
         },
         { additionalProperties: false },
       ),

@@ -33,7 +33,7 @@ export interface NetworkLocatorOptions {
   geoip?: GeoIp | null;
   /** 'first' (default) pins one address per answer; 'round-robin' spreads requests over the answer's addresses. */
   pick?: AddressPick;
-  /** Located addresses kept; past it the cache starts over (DNS that rotates through many addresses). Default 4096. */
+  /** Located addresses (and hosts) kept; past it the cache starts over (DNS that rotates through many addresses). Default 4096. */
   cacheSize?: number;
   /**
    * Each source consulted for an address, with what it said: hit (placed
@@ -88,11 +88,15 @@ export class NetworkLocator {
    */
   locate(host: string): NetworkLocation | 'pending' {
     this.checkGeneration();
-    const answer = this.resolver.current(host);
-    if (answer === undefined) return this.resolver.isPending(host) ? 'pending' : UNRESOLVED;
+    // One read: asking twice could admit a new name twice (the rate of new names is counted per ask).
+    const answer = this.resolver.answer(host);
+    if (answer === 'pending') return answer;
+    if (answer === undefined) return UNRESOLVED;
     let memo = this.byHost.get(host);
     if (memo !== undefined && memo.answer === answer && !this.roundRobin) return memo.result;
     if (memo === undefined) {
+      // Hosts the resolver forgot leave their memo behind: bounded like the address cache.
+      if (this.byHost.size >= this.cacheSize) this.byHost.clear();
       memo = { answer: null, result: UNRESOLVED, next: 0 };
       this.byHost.set(host, memo);
     }
@@ -145,6 +149,8 @@ export class NetworkLocator {
   /**
    * Stop resolving hosts nobody asked for since the last sweep (those a
    * `{host}` upstream was asked for; configured hosts are tracked for good).
+   * The resolver forgets unused ones by itself once their answers expire;
+   * this stays as a backstop.
    */
   sweep(): string[] {
     const removed = this.resolver.sweep();

@@ -4,7 +4,7 @@ import { NetworkLocator, UNRESOLVED, type NetworkLocation } from './network-loca
 import type { NetworkLocationSettings } from './network-config.js';
 import { SiteNetworks } from './networks.js';
 import { CloudRanges } from './ranges.js';
-import { PinningResolver, type DnsAnswer, type ResolverOptions } from './resolver.js';
+import { PinningResolver, type DnsAnswer, type DnsQueryReason, type NotTrackedReason, type ResolverOptions } from './resolver.js';
 import type { Signal } from './signals.js';
 
 /**
@@ -26,6 +26,12 @@ export interface LocationEvents {
   lookup?: (source: LocationSource, result: LookupResult) => void;
   /** A source reloaded (GeoIP file change; range files and site networks with the policy). */
   reload?: (source: 'geoip' | 'cloud-range' | 'site', ok: boolean) => void;
+  /** A DNS query sent for an upstream name (A and AAAA one each), by why. */
+  dnsQuery?: (reason: DnsQueryReason) => void;
+  /** A `{host}` name not tracked: past dns.max_tracked_hosts (resolved once) or dns.max_new_hosts_per_second (not resolved). */
+  hostNotTracked?: (reason: NotTrackedReason) => void;
+  /** How many `{host}` names are tracked now (the configured upstreams' hosts not counted). */
+  trackedHosts?: (count: number) => void;
   log?: (level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string) => void;
 }
 
@@ -48,6 +54,12 @@ export interface LocationServiceOptions {
   lookup?: ResolverOptions['lookup'];
   /** How often hosts nobody asked for lately stop being refreshed. Default 5 minutes. */
   sweepMs?: number;
+  /**
+   * Bounds on the names `{host}` upstreams are asked for (clients choose
+   * them): `dns.max_tracked_hosts` and `dns.max_new_hosts_per_second`,
+   * defaults as in the config schema (1000, 50).
+   */
+  hostLimits?: { maxTrackedHosts?: number; maxNewHostsPerSecond?: number };
 }
 
 /** The chain explain prints: host → addresses → each address's signals. */
@@ -81,6 +93,8 @@ export class LocationService {
   private readonly events: LocationEvents;
   /** The last resolution error per host, until it resolves. */
   private readonly failures = new Map<string, string>();
+  /** Each limit is logged the first time it turns a name away (the counters say how often). */
+  private readonly limitsLogged = new Set<NotTrackedReason>();
 
   constructor(private readonly options: LocationServiceOptions) {
     const { dns } = options.settings;
@@ -93,7 +107,21 @@ export class LocationService {
       graceSeconds: dns.graceSeconds,
       timeoutMs: dns.timeoutMs,
       tries: dns.tries,
+      maxTracked: options.hostLimits?.maxTrackedHosts ?? 1000,
+      maxNewPerSecond: options.hostLimits?.maxNewHostsPerSecond ?? 50,
       ...(options.lookup ? { lookup: options.lookup } : {}),
+      onQueryReason: (_host, _kind, reason) => events.dnsQuery?.(reason),
+      onTracked: (count) => events.trackedHosts?.(count),
+      onNotTracked: (host, reason) => {
+        events.hostNotTracked?.(reason);
+        if (this.limitsLogged.has(reason)) return;
+        this.limitsLogged.add(reason);
+        if (reason === 'cap') {
+          events.log?.('warn', { host }, 'dns.max_tracked_hosts reached: further {host} names are resolved once per TTL, not refreshed (logged once)');
+        } else {
+          events.log?.('warn', { host }, 'dns.max_new_hosts_per_second reached: a new {host} name was not resolved, so its request has no located address (logged once)');
+        }
+      },
       onAnswer: (host) => {
         this.failures.delete(host);
         events.lookup?.('dns', 'hit');

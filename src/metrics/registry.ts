@@ -21,6 +21,12 @@ export interface Metrics {
   readonly locationLookups: Counter<'source' | 'result'>;
   /** Location source reloads (GeoIP file changes; range files and site networks with the policy), by source and result. */
   readonly locationSourceReloads: Counter<'source' | 'result'>;
+  /** `{host}` names tracked (refreshed in the background) now; at most dns.max_tracked_hosts. */
+  readonly dnsTrackedHosts: Gauge;
+  /** DNS queries for upstream names by reason: first, refresh, untracked. */
+  readonly dnsQueries: Counter<'reason'>;
+  /** `{host}` names not tracked, by reason: cap (resolved once), rate (not resolved). */
+  readonly dnsHostsNotTracked: Counter<'reason'>;
   readonly policyReloads: Counter<'result'>;
   readonly policyInfo: Gauge<'hash'>;
   readonly policyLoadedTimestamp: Gauge;
@@ -203,6 +209,23 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       labelNames: ['source', 'result'],
       registers,
     }),
+    dnsTrackedHosts: new Gauge({
+      name: 'residency_dns_tracked_hosts',
+      help: 'Host names {host} upstreams were asked for that are tracked now: resolved and refreshed in the background while requests use them, forgotten when unused at expiry. At most dns.max_tracked_hosts; the configured upstreams\' own hosts are always tracked and not counted.',
+      registers,
+    }),
+    dnsQueries: new Counter({
+      name: 'residency_dns_queries_total',
+      help: 'DNS queries sent for upstream names (A and AAAA one each; one per system resolver lookup), by reason: first (a name\'s first resolution, tracked from then on), refresh (a tracked name re-resolved before its TTL ran out, or retried after a failure), untracked (a {host} name past dns.max_tracked_hosts, resolved once).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    dnsHostsNotTracked: new Counter({
+      name: 'residency_dns_hosts_not_tracked_total',
+      help: 'Host names {host} upstreams were asked for that the proxy did not track, by reason: cap (dns.max_tracked_hosts reached: resolved once, its answer kept for its TTL and not refreshed; counted per resolution), rate (dns.max_new_hosts_per_second spent: not resolved, so the location is unknown and writes fail closed, reads get 502; counted per request).',
+      labelNames: ['reason'],
+      registers,
+    }),
     policyReloads: new Counter({
       name: 'residency_policy_reloads_total',
       help: 'Policy loads by result (success, failure); a failed reload keeps the last good policy.',
@@ -266,6 +289,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   for (const source of ['geoip', 'cloud-range', 'site']) {
     for (const result of ['success', 'failure']) metrics.locationSourceReloads.inc({ source, result }, 0);
   }
+  for (const reason of ['first', 'refresh', 'untracked']) metrics.dnsQueries.inc({ reason }, 0);
+  for (const reason of ['cap', 'rate']) metrics.dnsHostsNotTracked.inc({ reason }, 0);
   // No sample until the fleet module says Redis is configured (a label-less gauge starts at 0).
   metrics.fleetRedisUp.remove({});
   return metrics;

@@ -89,6 +89,12 @@ export interface Policy {
   readonly exceptions: readonly CompiledException[];
 }
 
+/** The jurisdictions a rule (by name; `default` the fallback) allows, or null for no such rule. */
+export function allowedBy(policy: Policy, rule: string | null): ReadonlySet<string> | null {
+  if (rule === null || rule === DEFAULT_RULE) return policy.fallback.allowed;
+  return policy.rules.find((r) => r.name === rule)?.allowed ?? null;
+}
+
 /** Compile the rules once at load. */
 export function compilePolicy(config: Config): Policy {
   const fallback: CompiledRule = {

@@ -17,6 +17,7 @@ import type { StoredLocation } from '../location/request/uploads.js';
 import { isIsoAlpha2 } from '../location/iso3166.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
+import { allowedBy } from '../policy/engine.js';
 import { UpstreamExchange, type ResponseHead } from './exchange.js';
 import { classifyFailure, RequestBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
 import { isHopByHop, namedByConnection } from './hygiene.js';
@@ -219,12 +220,11 @@ export function createRequestHandler(deps: HandlerDeps) {
     if (decision.effective === 'refused') {
       if (!(await record(entry(403, 0, null)))) return;
       const rule = decision.rule ?? 'default';
-      const found = decision.jurisdictions.length === 0 ? 'an unknown location' : decision.jurisdictions.join(', ');
       sendError(req, res, upstream, {
         status: 403,
         code: decision.reason,
         title: 'Write refused by residency policy',
-        detail: `residency-proxy refused this ${plan.operation}: rule "${rule}" does not allow ${found} (${decision.reason}); decision id ${id}`,
+        detail: `residency-proxy refused this ${plan.operation}: ${whyRefused(plan, allowedBy(planner.policy, decision.rule))} (${decision.reason}); decision id ${id}`,
         decisionId: id,
         resource: plan.path,
         extra: { rule, reason: decision.reason, jurisdictions: decision.jurisdictions },
@@ -564,6 +564,25 @@ export function jurisdictionLabel(jurisdictions: readonly string[]): string {
   if (jurisdictions.length === 0) return 'unknown';
   if (jurisdictions.length > 1) return 'multiple';
   return isIsoAlpha2(jurisdictions[0]!) ? jurisdictions[0]! : 'other';
+}
+
+/**
+ * Why a write was refused, for people: the jurisdictions found and the
+ * signal that named each, which of them the rule does not allow, or what
+ * could not be placed.
+ */
+function whyRefused(plan: Decided, allowed: ReadonlySet<string> | null): string {
+  const { decision, location } = plan;
+  const rule = `rule "${decision.rule ?? 'default'}"`;
+  if (decision.exception !== undefined) return `exception "${decision.exception.name}" (${decision.exception.ticket}) blocks it`;
+  const named = (j: string | null) => [...new Set(location.signals.filter((s) => s.jurisdiction === j && (j !== null || !s.source.startsWith('network:'))).map((s) => `${s.source} ${s.value}`))].join(', ');
+  if (decision.reason === 'unknown_location') {
+    const unplaced = named(null);
+    return `${rule} needs a known location, and ${unplaced === '' ? 'no signal placed the target' : `${unplaced} could not be placed`}`;
+  }
+  const found = decision.jurisdictions.map((j) => `${j} (${named(j)})`).join('; ');
+  const refused = decision.jurisdictions.filter((j) => allowed === null || !allowed.has(j));
+  return `found ${found}; ${rule} does not allow ${refused.join(', ')}`;
 }
 
 /** Records a forwarded write's outcome after its decision. */

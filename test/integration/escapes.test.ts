@@ -24,6 +24,8 @@ interface Case {
   status: number;
   /** Fields the decision record must carry (none for a 400 before any decision). */
   record?: Partial<Record<keyof DecisionRecord, unknown>>;
+  /** Text the refusal must carry (the body, as the client's SDK shows it). */
+  message?: string;
   /** A destination the record's signals must name (bucket or place). */
   destination?: { bucket?: string; value?: string; jurisdiction: string | null };
 }
@@ -69,8 +71,8 @@ const CASES: Case[] = [
   // 5. Parsing gaps.
   { name: 's3: an encoded uploadId name still names an upload the proxy never saw', method: 'PUT', path: '/s3/us-data/k?partNumber=1&upload%49d=zzz', body: 'x', status: 403, record: { reason: 'unknown_location', upload: { kind: 'multipart', known: false } } },
   { name: 's3: the same parameter twice', method: 'PUT', path: '/s3/us-data/k?partNumber=1&uploadId=a&uploadId=b', body: 'x', status: 400 },
-  { name: 's3: an encoded presigned credential names an EU scope', method: 'PUT', path: '/aws/us-data/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Cred%65ntial=AKIDEXAMPLE%2F20260101%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Signature=00', body: 'x', status: 403, record: { reason: 'location_conflict' } },
-  { name: 's3: a SigV4 scope in a region the catalog does not know', method: 'PUT', path: '/aws/us-data/k', headers: { authorization: scope('xx-future-9') }, body: 'x', status: 403, record: { reason: 'unknown_location' } },
+  { name: 's3: an encoded presigned credential names an EU scope', method: 'PUT', path: '/aws/us-data/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Cred%65ntial=AKIDEXAMPLE%2F20260101%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Signature=00', body: 'x', status: 403, record: { reason: 'location_conflict' }, message: 'found US (declared us-east-1); IE (sigv4 eu-west-1); rule &#34;writes-us&#34; does not allow IE (location_conflict)' },
+  { name: 's3: a SigV4 scope in a region the catalog does not know', method: 'PUT', path: '/aws/us-data/k', headers: { authorization: scope('xx-future-9') }, body: 'x', status: 403, record: { reason: 'unknown_location' }, message: 'sigv4 xx-future-9 could not be placed' },
   { name: 's3: a create-bucket constraint the catalog does not know', method: 'PUT', path: '/aws/new-bucket', body: '<CreateBucketConfiguration><LocationConstraint>xx-future-9</LocationConstraint></CreateBucketConfiguration>', status: 403, record: { reason: 'unknown_location' } },
   // 6. Service-side data movement and write-shaped reads.
   { name: 's3: replication to an EU bucket', method: 'PUT', path: '/s3/us-data?replication', body: replication('eu-archive'), status: 403, destination: { bucket: 'eu-archive', jurisdiction: 'IE' } },
@@ -129,6 +131,7 @@ function startCorpusProxy(url: string): Promise<RunningProxy> {
 
 interface Answer {
   status: number;
+  body: string;
 }
 
 function send(port: number, c: Case): Promise<Answer> {
@@ -136,8 +139,10 @@ function send(port: number, c: Case): Promise<Answer> {
     const headers: Record<string, string> = { host: c.host ?? '127.0.0.1', ...c.headers };
     if (c.body !== undefined && headers['transfer-encoding'] === undefined) headers['content-length'] = String(Buffer.byteLength(c.body));
     const req = httpRequest({ host: '127.0.0.1', port, method: c.method, path: c.path, headers, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
     req.end(c.body);
@@ -162,6 +167,7 @@ describe('the escape corpus: the proxy decides on what the storage acts on', () 
     const before = proxy.decisions().length;
     const answer = await send(proxy.port, c);
     expect(answer.status).toBe(c.status);
+    if (c.message !== undefined) expect(answer.body).toContain(c.message);
     const records = proxy.decisions().slice(before);
     if (c.status === 403 || c.status === 400) {
       // Not one byte of a refused request reaches the storage.
