@@ -336,6 +336,17 @@ const inventoryTo = (bucket: string) =>
 const metadataTo = (arn: string) =>
   `<MetadataTableConfiguration ${NS}><S3TablesDestination><TableBucketArn>${arn}</TableBucketArn><TableName>t</TableName></S3TablesDestination></MetadataTableConfiguration>`;
 
+describe('s3ConfigDestinations: large configurations', () => {
+  it('reads every destination of a replication configuration with 1,000 rules (S3\'s limit)', () => {
+    const rule = (i: number, bucket: string) =>
+      `<Rule><ID>r${i}</ID><Priority>${i}</Priority><Status>Enabled</Status><Filter><Prefix>p${i}/</Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::${bucket}</Bucket><StorageClass>STANDARD</StorageClass></Destination></Rule>`;
+    const rules = Array.from({ length: 1000 }, (_, i) => rule(i, i === 777 ? 'eu-archive' : 'us-replica'));
+    const body = Buffer.from(`<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>${rules.join('')}</ReplicationConfiguration>`);
+    expect(body.length).toBeLessThan(1024 * 1024);
+    expect(s3ConfigDestinations('replication', body)).toEqual({ ok: true, destinations: { buckets: ['us-replica', 'eu-archive'], places: [] } });
+  });
+});
+
 describe('s3ConfigDestinations: ARNs', () => {
   it.each([
     ['arn:aws:s3:::plain', 'plain'],

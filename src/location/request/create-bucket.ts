@@ -357,15 +357,16 @@ function decodeUtf8(bytes: Uint8Array): string | null {
   }
 }
 
-export function parseSafeXml(text: string): XmlDocument {
+/** `maxElements`: a create-bucket body has a handful; a replication configuration up to 1,000 rules. */
+export function parseSafeXml(text: string, maxElements = MAX_ELEMENTS): XmlDocument {
   try {
-    return parseXml(text);
+    return parseXml(text, maxElements);
   } catch {
     return { ok: false, error: 'the XML could not be parsed' };
   }
 }
 
-function parseXml(text: string): XmlDocument {
+function parseXml(text: string, maxElements: number): XmlDocument {
   const fail = (error: string): XmlDocument => ({ ok: false, error });
   const stack: XmlElement[] = [];
   let root: XmlElement | null = null;
@@ -425,7 +426,7 @@ function parseXml(text: string): XmlDocument {
       if (n === null) return fail('malformed start tag');
       if (stack.length === 0 && root !== null) return fail('more than one root element');
       if (stack.length >= MAX_DEPTH) return fail('elements nested too deeply');
-      if (++elements > MAX_ELEMENTS) return fail('too many elements');
+      if (++elements > maxElements) return fail('too many elements');
       const el: XmlElement = { name: localName(n), children: [], text: '' };
       // Attributes are read for well-formedness only; none is used.
       for (;;) {

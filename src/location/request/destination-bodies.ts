@@ -90,6 +90,9 @@ function destinations(buckets: Iterable<string>, places: Iterable<string>): Dest
  * endpoint, another API.
  */
 
+/** Elements an S3 configuration body may hold: S3 allows up to 1,000 replication rules. */
+const S3_CONFIG_MAX_ELEMENTS = 20_000;
+
 /** S3 request bodies that make S3 itself write data elsewhere. */
 export type S3ConfigKind = 'replication' | 'inventory' | 'logging' | 'analytics' | 'metadataTable' | 'restore';
 
@@ -155,7 +158,8 @@ export function s3ConfigDestinations(kind: S3ConfigKind, body: Uint8Array, optio
     if (options.awsChunked) bytes = decodeAwsChunked(bytes) ?? unreadable('the aws-chunked body framing is malformed');
     const text = utf8(bytes);
     if (text.trim() === '') return unreadable('the body is empty');
-    const doc = parseSafeXml(text);
+    // Up to 1,000 replication rules of a dozen elements each (the body itself is bounded at 1 MiB).
+    const doc = parseSafeXml(text, S3_CONFIG_MAX_ELEMENTS);
     if (!doc.ok) return unreadable(doc.error);
     if (doc.root.name !== shape.root) return unreadable(`expected ${shape.root}, found ${doc.root.name}`);
     const buckets: string[] = [];
