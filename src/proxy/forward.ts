@@ -294,6 +294,9 @@ export class RequestBody extends EventEmitter {
   readableEnded = false;
   errored: Error | null = null;
   private flowing = false;
+  /** Held: undici may ask for the body, but no byte flows until release(). */
+  private held = false;
+  private wanted = false;
 
   constructor(private readonly req: IncomingMessage) {
     super();
@@ -306,9 +309,21 @@ export class RequestBody extends EventEmitter {
     this.req.pause();
   }
 
+  /** Let no byte through until release(): the request head may go upstream while the decision is made durable. */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+    if (this.wanted) this.resume();
+  }
+
   /** undici resumes its body once its listeners are on: only then may the request flow (bytes must not pass unseen). */
   resume(): void {
     if (this.destroyed) return;
+    this.wanted = true;
+    if (this.held) return;
     if (!this.flowing) {
       this.flowing = true;
       this.req.on('data', this.onData);

@@ -363,13 +363,29 @@ export function createRequestHandler(deps: HandlerDeps) {
     // 503 with nothing sent. Its outcome follows as a record of its own.
     // Reads keep one record, written once the upstream has answered.
     const early = plan.operation === 'write';
+    const hasBody = requestHasBody(req.headers);
+    // Network location on and no address (the host did not resolve): nothing is
+    // sent anywhere, since only a located address may be connected to.
+    const address = plan.network?.address ?? null;
+    const unresolved = plan.network !== null && address === null;
+    // A write with a streamed body overlaps: its head goes upstream (a write
+    // with no body yet, which no store completes) while the decision is made
+    // durable, and its body is held back until it is. Any other write (no
+    // body: its head is the whole write) waits for the decision first.
+    // A log known to be failing gets no overlap: the 503 then goes out before anything is sent.
+    const overlap = early && hasBody && inspected.body === null && inspected.created === null && !unresolved && sink.healthy();
+    let durable: Promise<boolean> | null = null;
     if (early) {
-      if (!(await record(entry(null, 0, null)))) return;
-      // The client may have gone while its decision was being made durable: nothing was sent, and nothing will be.
-      if (res.destroyed || (req.destroyed && !req.complete)) {
-        metrics.upstreamErrors.inc({ upstream: upstream.name, kind: FAILURE_KIND.client_aborted });
-        await recordOutcome(FAILURE_STATUS.client_aborted, 0, null, 'client_aborted');
-        return;
+      const written = record(entry(null, 0, null));
+      if (overlap) durable = written;
+      else {
+        if (!(await written)) return;
+        // The client may have gone while its decision was being made durable: nothing was sent, and nothing will be.
+        if (res.destroyed || (req.destroyed && !req.complete)) {
+          metrics.upstreamErrors.inc({ upstream: upstream.name, kind: FAILURE_KIND.client_aborted });
+          await recordOutcome(FAILURE_STATUS.client_aborted, 0, null, 'client_aborted');
+          return;
+        }
       }
     }
     /** Record how it ended: a read's one record (false: answered 503), or a write's outcome. */
@@ -379,17 +395,16 @@ export function createRequestHandler(deps: HandlerDeps) {
       if (deps.awaitOutcomes) await written;
       return true;
     };
-    const hasBody = requestHasBody(req.headers);
-    // Network location on and no address (the host did not resolve): nothing is
-    // sent anywhere, since only a located address may be connected to.
-    const address = plan.network?.address ?? null;
-    const unresolved = plan.network !== null && address === null;
-    // The decision is taken: only now may the client start sending the body (RFC 9110 §10.1.1).
-    if (hasBody && !inspected.continued && !unresolved && isExpectContinue(req.headers)) res.writeContinue();
+    // The decision is taken (and, for a write, durable): only now may the client start sending the body (RFC 9110 §10.1.1).
+    const invite = () => {
+      if (hasBody && !inspected.continued && !unresolved && isExpectContinue(req.headers)) res.writeContinue();
+    };
+    if (durable === null) invite();
     // A create-bucket body was read to decide: forward exactly those bytes, headers unchanged.
     let body: RequestBody | Buffer | null = null;
     if (inspected.body !== null) body = inspected.body;
     else if (hasBody && inspected.created === null) body = new RequestBody(req);
+    if (durable !== null) (body as RequestBody).hold();
     /** Request body bytes sent upstream so far. */
     const sentBytes = () => (body === null ? 0 : body instanceof RequestBody ? body.bytes : body.length);
     const exchange = new UpstreamExchange();
@@ -404,6 +419,16 @@ export function createRequestHandler(deps: HandlerDeps) {
       if (unresolved) throw new UnresolvedUpstreamError(upstream.name, route.hostname);
       const path = query === null ? route.forwardPath : `${route.forwardPath}?${query}`;
       forwarder.dispatch(upstream, { method: req.method!, path, headers: forwardHeaders(req, route), body }, exchange, route.origin, address);
+      if (durable !== null) {
+        if (!(await durable)) {
+          // Answered 503 already: the upstream saw a head and not one body byte, and sees the request cut.
+          res.off('close', onClientGone);
+          exchange.abort();
+          return;
+        }
+        invite();
+        (body as RequestBody).release();
+      }
       response = await exchange.head;
     } catch (err) {
       res.off('close', onClientGone);
