@@ -144,17 +144,16 @@ export class Planner {
 
   /** Route, read and locate from config and the request alone; no I/O. */
   prepare(input: RequestInput): Reject | Prepared {
-    const { path: rawPath, query } = splitTarget(input.target);
-    const normalized = normalizePath(rawPath);
-    if (!normalized.ok) return reject(400, 'bad_path', normalized.reason);
-    const path = normalized.path;
+    const target = readTarget(input.target);
+    if ('kind' in target) return target;
+    const { rawPath, path, query } = target;
     const hostname = hostnameOf(input.host);
 
     const route = this.router.match(hostname, path);
     if (route === null) return reject(404, 'no_route', `no upstream is configured for host ${hostname} and path ${path}`);
     const { upstream, upstreamPath } = route;
-    const decoded = planningQuery(query, upstream.provider !== 'generic');
-    if (!decoded.ok) return reject(400, 'bad_query', decoded.detail);
+    const decoded = queryAsRead(query, upstream.provider !== 'generic');
+    if (typeof decoded === 'object' && decoded !== null) return decoded;
     const headers = input.headers ?? NO_HEADERS;
     const context: ReadContext = {
       route,
@@ -162,7 +161,7 @@ export class Planner {
       // The Host the storage service acts on: the client's when preserved, else the upstream's own.
       storeHost: upstream.preserveHost ? hostname : hostnameOf(route.targetHost),
       path: upstreamPath,
-      query: decoded.query,
+      query: decoded,
       method: input.method,
       headers,
       classify: this.classifiers.get(upstream.name)!,
@@ -260,14 +259,13 @@ export class Planner {
 
   /** The provider's reading of a request inside another (a Cloud Storage batch call), on the same route. */
   readPart(route: RouteMatch, method: string, target: string, headers: RequestHeaders): Reading | Reject {
-    const { path: rawPath, query } = splitTarget(target);
-    const normalized = normalizePath(rawPath);
-    if (!normalized.ok) return reject(400, 'bad_path', normalized.reason);
-    const decoded = planningQuery(query, true);
-    if (!decoded.ok) return reject(400, 'bad_query', decoded.detail);
+    const read = readTarget(target);
+    if ('kind' in read) return read;
+    const decoded = queryAsRead(read.query, true);
+    if (typeof decoded === 'object' && decoded !== null) return decoded;
     const upstream = route.upstream;
     // Batch calls go to the JSON API on Google's endpoint, whatever Host carried the batch.
-    const context: ReadContext = { route, upstream, storeHost: 'storage.googleapis.com', path: normalized.path, query: decoded.query, method, headers, classify: this.classifiers.get(upstream.name)! };
+    const context: ReadContext = { route, upstream, storeHost: 'storage.googleapis.com', path: read.path, query: decoded, method, headers, classify: this.classifiers.get(upstream.name)! };
     return this.read(context);
   }
 
@@ -336,6 +334,19 @@ export class Planner {
       follow: prepared.follow,
     };
   }
+}
+
+/** A request-target split and its path normalised (the path decided is the path forwarded), or why not. */
+function readTarget(target: string): { rawPath: string; path: string; query: string | null } | Reject {
+  const { path: rawPath, query } = splitTarget(target);
+  const normalized = normalizePath(rawPath);
+  return normalized.ok ? { rawPath, path: normalized.path, query } : reject(400, 'bad_path', normalized.reason);
+}
+
+/** The query with its names decoded as the service decodes them (see planningQuery), or why it cannot be read. */
+function queryAsRead(query: string | null, strict: boolean): string | null | Reject {
+  const decoded = planningQuery(query, strict);
+  return decoded.ok ? decoded.query : reject(400, 'bad_query', decoded.detail);
 }
 
 /** The same signal twice (a continuation's stored and own declared location) is recorded once. */

@@ -10,7 +10,8 @@
 export type PlanningQuery = { readonly ok: true; readonly query: string | null } | { readonly ok: false; readonly detail: string };
 
 export function planningQuery(query: string | null, strict: boolean): PlanningQuery {
-  if (query === null || query === '' || (!query.includes('%') && !strict)) return { ok: true, query };
+  // Nothing encoded and (strict) nothing that could repeat: the usual query costs no split.
+  if (query === null || query === '' || (!query.includes('%') && (!strict || !query.includes('&')))) return { ok: true, query };
   const parts = query.split('&');
   let changed = false;
   const seen = strict ? new Set<string>() : null;

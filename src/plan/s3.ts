@@ -3,7 +3,7 @@ import { detectCreateBucket } from '../location/request/create-bucket.js';
 import { S3_DESTINATION_REQUESTS } from '../location/request/destination-bodies.js';
 import { hasParam, paramValue } from '../location/request/query.js';
 import { isDnsBucketName, parseS3Host, s3HostSignals, type S3HostInfo } from '../location/request/s3-host.js';
-import { parseSigV4, sigv4Signals } from '../location/request/sigv4.js';
+import { ACCESS_KEY_ID, parseSigV4, sigv4Signals } from '../location/request/sigv4.js';
 import { hashKey } from '../location/request/uploads.js';
 import type { Signal } from '../location/signals.js';
 import { addressing, AMBIGUOUS_PATH, ambiguousSegments, firstSegment, isFormUpload, paramNames, reject, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject } from './reading.js';
@@ -25,7 +25,6 @@ export function multipartKey(upstream: string, bucket: string, key: string, uplo
   return 'multipart:' + hashKey(upstream, bucket, key, uploadId);
 }
 
-const ACCESS_KEY_ID = /^[A-Za-z0-9_.+=@-]{1,128}$/;
 
 /**
  * The access key id of a Signature Version 2 request (`Authorization: AWS

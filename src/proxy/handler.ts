@@ -140,7 +140,7 @@ export function createRequestHandler(deps: HandlerDeps) {
     if (prepared.needs === null) {
       plan = planner.finish(prepared, undefined, network);
     } else {
-      const looked = await lookUp(req, res, prepared);
+      const looked = await lookUp(req, res, prepared, planner);
       if (looked === null) return;
       plan = planner.finish(prepared, looked.found, network);
       inspected = looked.inspected;
@@ -268,6 +268,8 @@ export function createRequestHandler(deps: HandlerDeps) {
     req: IncomingMessage,
     res: ServerResponse,
     prepared: Prepared,
+    /** The planner that prepared the request: a reload meanwhile must not change how it is read. */
+    planner: Planner,
   ): Promise<{ found: Found; inspected: Inspected } | null> {
     const needs = prepared.needs!;
     const upstream = prepared.route.upstream;
@@ -282,9 +284,9 @@ export function createRequestHandler(deps: HandlerDeps) {
       };
       const inspect = needs.inspect;
       const limit = inspect === undefined ? CREATE_BUCKET_BODY_LIMIT : INSPECT_LIMITS[inspect.kind];
-      const what = inspect === undefined ? 'create-bucket' : 'destination';
-      const declared = Number(req.headers['content-length'] ?? 0);
-      if (declared > limit) return refuse(`${what.replace('-', '_')}_body_too_large`, `a ${what} body larger than ${limit} bytes is not accepted`);
+      const [what, code] = inspect === undefined ? ['create-bucket', 'create_bucket'] : ['destination', 'destination'];
+      const tooLarge = () => refuse(`${code}_body_too_large`, `a ${what} body larger than ${limit} bytes is not accepted`);
+      if (Number(req.headers['content-length'] ?? 0) > limit) return tooLarge();
       let body: Buffer | null = null;
       let continued = false;
       if (requestHasBody(req.headers)) {
@@ -296,9 +298,7 @@ export function createRequestHandler(deps: HandlerDeps) {
         // A few KiB that do not arrive within the upstream's header timeout are not coming.
         const read = await readBounded(req, limit, AbortSignal.timeout(upstream.timeouts.headers));
         if (!read.ok) {
-          return read.reason === 'too_large'
-            ? refuse(`${what.replace('-', '_')}_body_too_large`, `a ${what} body larger than ${limit} bytes is not accepted`)
-            : refuse(`${what.replace('-', '_')}_unreadable`, `the ${what} body did not arrive`);
+          return read.reason === 'too_large' ? tooLarge() : refuse(`${code}_unreadable`, `the ${what} body did not arrive`);
         }
         body = read.bytes;
       }
@@ -310,7 +310,6 @@ export function createRequestHandler(deps: HandlerDeps) {
         created = location.places;
       }
       if (inspect !== undefined) {
-        const planner = deps.planner();
         const destinations = bodyDestinations(planner, prepared, inspect, body ?? EMPTY_BODY, req.headers);
         if ('kind' in destinations) return refuse(destinations.code, destinations.detail);
         signals.push(...destinations.signals);
@@ -358,10 +357,10 @@ export function createRequestHandler(deps: HandlerDeps) {
     inspected: Inspected,
   ): Promise<void> {
     const { decision, route, query } = plan;
-    // A write's decision is durable before any byte of it goes upstream (and
-    // before 100 Continue invites its body): a log that cannot take it means
-    // 503 with nothing sent. Its outcome follows as a record of its own.
-    // Reads keep one record, written once the upstream has answered.
+    // A write's decision is durable before any byte of its body goes upstream
+    // (and before 100 Continue invites that body): a log that cannot take it
+    // means 503. Its outcome follows as a record of its own. Reads keep one
+    // record, written once the upstream has answered.
     const early = plan.operation === 'write';
     const hasBody = requestHasBody(req.headers);
     // Network location on and no address (the host did not resolve): nothing is

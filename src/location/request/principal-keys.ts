@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { ACCESS_KEY_ID } from './sigv4.js';
 
 /**
  * The secret access keys of the principals named in policy exceptions, so
@@ -34,7 +35,6 @@ export function loadPrincipalKeys(source: { file?: string; env?: string }, env: 
   return new Map();
 }
 
-const ACCESS_KEY_ID = /^[A-Za-z0-9_.+=@-]{1,128}$/;
 const ID_EXPECTED = 'an access key id of 1 to 128 characters from A-Z a-z 0-9 _ . + = @ -';
 const LINE_EXPECTED = "'ACCESS_KEY_ID SECRET_ACCESS_KEY' (two fields separated by spaces)";
 

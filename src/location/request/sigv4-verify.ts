@@ -1,4 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { ACCESS_KEY_ID } from './sigv4.js';
 
 /**
  * Verification of AWS Signature Version 4 (HMAC-SHA256) as S3 performs it,
@@ -39,7 +40,6 @@ const MAX_SIGNED_HEADERS = 64;
 const MAX_QUERY = 64 * 1024;
 const MAX_QUERY_PARAMS = 1000;
 
-const ACCESS_KEY_ID = /^[A-Za-z0-9_.+=@-]{1,128}$/;
 const SCOPE_DATE = /^\d{8}$/;
 const REGION = /^[a-z0-9-]{1,64}$/;
 const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;

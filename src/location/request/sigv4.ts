@@ -29,7 +29,8 @@ const SIGV4A = 'AWS4-ECDSA-P256-SHA256';
 const MAX_AUTHORIZATION = 8 * 1024;
 const MAX_CREDENTIAL = 512;
 const MAX_REGION_SET = 1024;
-const ACCESS_KEY_ID = /^[A-Za-z0-9_.+=@-]{1,128}$/;
+/** What an access key id may be (AWS's own are 16–128 of [A-Z0-9]; S3-compatible stores allow a little more). */
+export const ACCESS_KEY_ID = /^[A-Za-z0-9_.+=@-]{1,128}$/;
 const DATE = /^\d{8}$/;
 const REGION = /^[a-z0-9-]{1,64}$/;
 const REGION_SET_ENTRY = /^[a-z0-9*-]{1,64}$/;
