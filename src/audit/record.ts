@@ -130,5 +130,10 @@ export interface DecisionSink {
   write(entry: LogEntry, options?: { lazy?: boolean }): Promise<void>;
   /** False while the sink cannot write. */
   healthy(): boolean;
+  /**
+   * True while a batch is being made durable, so a record written now waits
+   * for that one and its own (under load). Absent: writes never wait long.
+   */
+  committing?(): boolean;
   close(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 import { arrayJson, canonicalJson, sealCanonical } from './canonical.js';
 import { boundedMemo } from './memo.js';
-import { RECORD_VERSION, type DecisionRecord, type LogEntry } from './record.js';
+import { RECORD_VERSION, isOutcome, type DecisionRecord, type LogEntry, type OutcomeEntry } from './record.js';
 
 /**
  * The canonical JSON of a chained record, written straight from the entry
@@ -156,25 +156,45 @@ const recordFields: RecordFields = {
   prev: scalar,
 };
 
-const decisionRecord = new Layout(recordFields);
-const chainSlots = {
-  v: decisionRecord.slot('v'),
-  seq: decisionRecord.slot('seq'),
-  replica: decisionRecord.slot('replica'),
-  prev: decisionRecord.slot('prev'),
+type OutcomeFields = Record<keyof OutcomeEntry | keyof ChainFields, Write>;
+
+const outcomeFields: OutcomeFields = {
+  kind: label,
+  v: scalar,
+  seq: scalar,
+  ts: scalar,
+  id: scalar,
+  replica: label,
+  status: scalar,
+  bytes_in: scalar,
+  bytes_out: scalar,
+  duration_ms: scalar,
+  error: label,
+  prev: scalar,
 };
+
+/** A record layout with the slots of its chain fields. */
+function chained(fields: Record<keyof ChainFields, Write> & Record<string, Write>) {
+  const layout = new Layout(fields);
+  return { layout, v: layout.slot('v'), seq: layout.slot('seq'), replica: layout.slot('replica'), prev: layout.slot('prev') };
+}
+
+const decisionRecord = chained(recordFields);
+/** A forwarded write's outcome: one per write, so it gets its own layout too. */
+const outcomeRecord = chained(outcomeFields);
 
 /** `canonicalJson({ ...entry, ...chain })`, without the merged object. */
 export function entryJson(entry: LogEntry, chain: ChainFields): string {
-  const values = decisionRecord.values(entry);
-  // Not a decision entry of a known shape (an event, an extra key): the generic path.
+  const known = isOutcome(entry) ? outcomeRecord : decisionRecord;
+  const values = known.layout.values(entry);
+  // Not an entry of a known shape (an event, an extra key): the generic path.
   if (values === null) return canonicalJson({ ...entry, v: chain.v, seq: chain.seq, replica: chain.replica, prev: chain.prev });
   // Later spread properties win: the chain fields replace any the entry carried.
-  values[chainSlots.v] = chain.v;
-  values[chainSlots.seq] = chain.seq;
-  values[chainSlots.replica] = chain.replica;
-  values[chainSlots.prev] = chain.prev;
-  return decisionRecord.write(values);
+  values[known.v] = chain.v;
+  values[known.seq] = chain.seq;
+  values[known.replica] = chain.replica;
+  values[known.prev] = chain.prev;
+  return known.layout.write(values);
 }
 
 /** sealRecord({ ...entry, ...chain }), without the merged object: the line to write and its hash. */

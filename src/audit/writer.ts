@@ -876,6 +876,10 @@ class DurableLog implements DecisionLog {
     return this.broken === null && !this.closed;
   }
 
+  committing(): boolean {
+    return this.busy !== null;
+  }
+
   committedSeq(): number {
     return this.committed.seq;
   }

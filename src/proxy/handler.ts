@@ -372,7 +372,11 @@ export function createRequestHandler(deps: HandlerDeps) {
     // durable, and its body is held back until it is. Any other write (no
     // body: its head is the whole write) waits for the decision first.
     // A log known to be failing gets no overlap: the 503 then goes out before anything is sent.
-    const overlap = early && hasBody && inspected.body === null && inspected.created === null && !unresolved && sink.healthy();
+    // Nor does a log already committing a batch (load): the wait is then long
+    // anyway, and a head sent alone costs both ends a socket write and a read
+    // more than a head that leaves with its first body bytes.
+    const overlap =
+      early && hasBody && inspected.body === null && inspected.created === null && !unresolved && sink.healthy() && sink.committing?.() !== true;
     let durable: Promise<boolean> | null = null;
     if (early) {
       const written = record(entry(null, 0, null));

@@ -54,9 +54,14 @@ export function writeConfig(dir: string, name: string, doc: Record<string, unkno
   return file;
 }
 
-/** `serve --config FILE` as a child; resolves once it logs that it listens. */
-export function serve(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<ServedProxy> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * `serve --config FILE` as a child; resolves once it logs that it listens.
+ * `wrap`: a command that execs the rest of its arguments (the child's pid
+ * stays the proxy's), e.g. one that gives it a filesystem of its own.
+ */
+export function serve(configFile: string, env: NodeJS.ProcessEnv = {}, wrap: readonly string[] = []): Promise<ServedProxy> {
+  const command = [...wrap, process.execPath, CLI, 'serve', '--config', configFile];
+  const child = spawn(command[0]!, command.slice(1), { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   let pending = '';

@@ -1,11 +1,14 @@
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assertBuilt, proxyConfig, send, serve, writeConfig, type ServedProxy } from '../helpers/audit-serve.js';
+import { verifyLogs } from '../../src/audit/verify.js';
+import { haveRedisServer, startRedis, type TestRedis } from '../helpers/audit-redis.js';
 import { decisionsOf } from '../helpers/proxy.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
@@ -209,5 +212,174 @@ describe('the decision log fails at each stage of a write', () => {
     await new Promise((r) => setTimeout(r, 1_200));
     expect((await send(proxy.port, 'PUT', '/us/bucket/after.txt', 'x')).status).toBe(200);
     expect(unrecordedWrites()).toEqual([]);
+  });
+});
+
+/*
+ * The disk under the decision log fills up. Where the machine allows a user
+ * and mount namespace (root, or unprivileged user namespaces), the proxy runs
+ * with its log on a small tmpfs of its own that a filler file nearly fills:
+ * the kernel answers ENOSPC, and the test frees the space through
+ * /proc/PID/root. Elsewhere a file-size limit (RLIMIT_FSIZE, which Node
+ * turns into EFBIG) makes the kernel refuse the log's growth: the same
+ * failed write, without the freed-space half.
+ */
+const DISK_BYTES = 256 * 1024;
+const FREE_BYTES = 32 * 1024;
+
+function namespacesAllowed(dir: string): boolean {
+  const probe = spawnSync('unshare', ['--user', '--map-root-user', '--mount', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs "$1"', 'sh', dir], { stdio: 'ignore' });
+  return probe.status === 0;
+}
+
+describe('the disk under the decision log fills up', () => {
+  let dir: string;
+  let upstream: RecordingUpstream;
+  let proxy: ServedProxy | null = null;
+
+  beforeAll(async () => {
+    assertBuilt();
+    dir = mkdtempSync(join(tmpdir(), 'residency-faults-disk-'));
+    upstream = await startRecordingUpstream();
+  });
+  afterAll(async () => {
+    await proxy?.kill('SIGKILL');
+    await upstream?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a write whose decision cannot be written is answered 503 with nothing sent; no write lands unrecorded; freed space brings writes back on an intact chain', async () => {
+    const disk = join(dir, 'disk');
+    mkdirSync(disk);
+    const ownDisk = namespacesAllowed(disk);
+    const wrap = ownDisk
+      ? ['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', `mount -t tmpfs -o size=${DISK_BYTES} tmpfs "$1" && head -c ${DISK_BYTES - FREE_BYTES} /dev/zero > "$1/filler" && shift && exec "$@"`, 'sh', disk]
+      : ['prlimit', `--fsize=${FREE_BYTES}`, '--'];
+    proxy = await serve(writeConfig(dir, 'proxy.yaml', proxyConfig(upstream.url, { path: join(disk, 'decisions.log') })), {}, wrap);
+    /** A path on the proxy's disk, as this process can reach it. */
+    const onDisk = (name: string) => (ownDisk ? `/proc/${proxy!.pid}/root${disk}/${name}` : join(disk, name));
+    const unrecordedWrites = () => {
+      // While the disk is full the file may end in a torn line (never acknowledged; recovery cuts it).
+      const text = readFileSync(onDisk('decisions.log'), 'utf8');
+      const decided = new Set(decisionsOf(text.slice(0, text.lastIndexOf('\n') + 1)).map((r) => r.path));
+      return upstream.requests.filter((r) => !decided.has(r.url)).map((r) => r.url);
+    };
+
+    // Writes until the disk takes no more (five refusals in a row). Near the end, a batch that does not
+    // fit fails while a smaller one after it may still fit: each write is either answered 200 with its
+    // decision on disk, or 503 with not one body byte sent (and a write with no body not sent at all).
+    const sent: Array<{ method: string; url: string; status: number }> = [];
+    let refusedInRow = 0;
+    for (let i = 0; i < 600 && refusedInRow < 5; i++) {
+      const [method, url, body] = i % 2 === 0 ? ['PUT', `/bucket/k${i}`, 'x'.repeat(100)] : ['DELETE', `/bucket/d${i}`, null];
+      const { status } = await send(proxy.port, method, `/us${url}`, body);
+      sent.push({ method, url, status });
+      refusedInRow = status === 503 ? refusedInRow + 1 : 0;
+    }
+    expect(refusedInRow).toBe(5);
+    expect(sent.filter((r) => r.status === 200).length).toBeGreaterThan(3);
+    expect(sent.every((r) => r.status === 200 || r.status === 503)).toBe(true);
+    expect(proxy.logs.some((l) => JSON.stringify(l).includes(ownDisk ? 'ENOSPC' : 'EFBIG'))).toBe(true);
+    for (const refused of sent.filter((r) => r.status === 503)) {
+      const reached = upstream.requests.filter((r) => r.url === refused.url);
+      if (refused.method === 'DELETE') expect(reached).toEqual([]);
+      else expect(reached.every((r) => r.bodyBytes === 0 && !r.complete)).toBe(true);
+    }
+    expect(unrecordedWrites()).toEqual([]);
+    expect(proxy.child.exitCode).toBeNull();
+    if (!ownDisk) return;
+
+    // Space again: the torn tail is cut, writes resume, and the whole log verifies.
+    rmSync(onDisk('filler'));
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect((await send(proxy.port, 'PUT', '/us/bucket/after.txt', 'x')).status).toBe(200);
+    expect(unrecordedWrites()).toEqual([]);
+    const verified = await verifyLogs([onDisk('decisions.log')]);
+    expect(verified.findings.filter((f) => f.severity === 'error')).toEqual([]);
+    expect(verified.records).toBeGreaterThan(sent.filter((r) => r.status === 200).length);
+  });
+});
+
+/*
+ * Redis (the fleet state, shared upload locations, the decision-log stream)
+ * is killed while traffic runs: requests keep being answered and recorded,
+ * the loss shows in readiness detail and metrics, and once Redis is back the
+ * records held for the stream reach it.
+ */
+describe('Redis goes away under traffic', () => {
+  let dir: string;
+  let upstream: RecordingUpstream;
+  let redis: TestRedis;
+  let proxy: ServedProxy | null = null;
+
+  beforeAll(async () => {
+    if (!haveRedisServer()) throw new Error('redis-server is not on the PATH (this test needs a Redis of its own to kill)');
+    assertBuilt();
+    dir = mkdtempSync(join(tmpdir(), 'residency-faults-redis-'));
+    redis = await startRedis();
+    upstream = await startRecordingUpstream({
+      respond: (req) =>
+        req.method === 'POST' && req.url.endsWith('?uploads')
+          ? { status: 200, body: '<InitiateMultipartUploadResult><Bucket>bucket</Bucket><Key>big</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>' }
+          : { status: 200, body: 'ok' },
+    });
+  });
+  afterAll(async () => {
+    await proxy?.kill('SIGKILL');
+    await upstream?.close();
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every request is answered and recorded while Redis is gone; readiness and metrics say so; the stream catches up when it returns', async () => {
+    const prefix = `faults-${process.pid}-${Date.now()}:`;
+    const config = proxyConfig(upstream.url, { path: join(dir, 'decisions.log') }, { redis: { url: redis.url, key_prefix: prefix } });
+    proxy = await serve(writeConfig(dir, 'proxy.yaml', config));
+    const port = proxy.port;
+    const metric = async (name: string) => {
+      const text = await (await fetch(`http://127.0.0.1:${proxy!.adminPort}/metrics`)).text();
+      return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    };
+    expect((await send(port, 'POST', '/us/bucket/big?uploads', null)).status).toBe(200);
+
+    // Four clients in a loop (plain writes, reads, parts of the upload begun with Redis up); Redis dies part-way.
+    const answers: number[] = [];
+    let running = true;
+    const client = async (n: number) => {
+      for (let i = 0; running; i++) {
+        const [method, path, body] = [
+          ['PUT', `/us/bucket/c${n}-${i}`, 'x'.repeat(64)],
+          ['GET', `/us/bucket/c${n}-${i}`, null],
+          ['PUT', `/us/bucket/big?partNumber=${i + 1}&uploadId=up-1`, 'y'.repeat(64)],
+        ][i % 3] as [string, string, string | null];
+        answers.push((await send(port, method, path, body)).status);
+      }
+    };
+    const clients = [0, 1, 2, 3].map(client);
+    await new Promise((r) => setTimeout(r, 300));
+    const redisPort = redis.port;
+    await redis.stop();
+    await new Promise((r) => setTimeout(r, 1_500));
+    running = false;
+    await Promise.all(clients);
+
+    expect(answers.length).toBeGreaterThan(20);
+    expect(answers.filter((s) => s !== 200)).toEqual([]);
+    expect(proxy.child.exitCode).toBeNull();
+    const decided = new Set(decisionsOf(readFileSync(join(dir, 'decisions.log'), 'utf8')).map((r) => r.path));
+    expect(upstream.requests.filter((r) => !decided.has(r.url.split('?')[0]!)).map((r) => r.url)).toEqual([]);
+    expect(await metric('residency_fleet_redis_up')).toBe(0);
+    const ready = (await (await fetch(`http://127.0.0.1:${proxy.adminPort}/readyz`)).json()) as { checks: Record<string, { ok: boolean; detail?: string }> };
+    expect(ready.checks.fleet!.detail).toMatch(/redis unavailable/);
+    expect(ready.checks.decision_log!.ok).toBe(true);
+    const held = await metric('residency_decision_log_backlog');
+    expect(held).toBeGreaterThan(0);
+
+    // Back (empty: no persistence): the records held for the stream are shipped.
+    redis = await startRedis(redisPort);
+    for (let i = 0; i < 100 && (await metric('residency_decision_log_backlog')) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await metric('residency_decision_log_backlog')).toBe(0);
+    expect(await metric('residency_fleet_redis_up')).toBe(1);
+    expect((await send(port, 'PUT', '/us/bucket/after', 'z')).status).toBe(200);
   });
 });

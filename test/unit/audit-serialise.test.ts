@@ -86,6 +86,20 @@ const event = fc.record({
   set_at: text,
   trigger: text,
 });
+/** A forwarded write's outcome record, mostly as the handler makes it. */
+const outcome = fc.record(
+  {
+    kind: fc.constant('outcome'),
+    ts: text,
+    id: text,
+    status: shaped(fc.integer({ min: 100, max: 599 })),
+    bytes_in: shaped(fc.nat()),
+    bytes_out: shaped(fc.oneof(fc.nat(), fc.constant(null))),
+    duration_ms: shaped(num),
+    error: optional(shaped(text)),
+  },
+  { requiredKeys: ['kind', 'ts', 'id', 'status', 'bytes_in', 'bytes_out', 'duration_ms'] },
+);
 const chain = fc.record({ v: fc.oneof(fc.constant(1), num), seq: num, replica: text, prev: fc.oneof(fc.constant(GENESIS_HASH), text) });
 
 describe('entryJson: canonicalJson of the chained record, without the merged object', () => {
@@ -107,9 +121,18 @@ describe('entryJson: canonicalJson of the chained record, without the merged obj
     );
   });
 
+  it('is byte-identical for outcome entries, with odd values or extra keys', () => {
+    fc.assert(
+      fc.property(fc.oneof(outcome, fc.tuple(outcome, extras).map(([o, x]) => ({ ...o, ...x }))), chain, (entry, c) => {
+        expect(entryJson(entry as unknown as LogEntry, c)).toBe(reference(entry, c));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
   it('sealEntry gives the line and hash sealRecord gives for the merged object', () => {
     fc.assert(
-      fc.property(fc.oneof(decisionLike, event), chain, (entry, c) => {
+      fc.property(fc.oneof(decisionLike, event, outcome), chain, (entry, c) => {
         expect(sealEntry(entry as unknown as LogEntry, c)).toEqual(sealRecord({ ...entry, ...c }));
       }),
       { numRuns: 500 },
