@@ -4,6 +4,8 @@ import { defineConfig } from 'vitest/config';
 // Redis, child processes, emulators) run one file at a time.
 export default defineConfig({
   test: {
+    // A private Redis for the run (REDIS_URL set: that one instead).
+    globalSetup: ['test/global-setup.ts'],
     projects: [
       {
         test: {

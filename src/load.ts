@@ -1,4 +1,3 @@
-import { dirname, resolve } from 'node:path';
 import { adminProblems } from './admin/config.js';
 import { ConfigError, loadConfigFile, parseConfig, type Config, type ConfigCheck } from './config/load.js';
 import { locationProblems } from './location/signals.js';
@@ -39,7 +38,7 @@ export interface LoadedPolicy {
 export function loadPolicy(file: string, env: NodeJS.ProcessEnv = {}): LoadedPolicy {
   const config = loadConfig(file, env);
   if (config.shadow_policy === undefined) return { config, shadow: null };
-  const shadowFile = resolve(dirname(file), config.shadow_policy);
+  const shadowFile = config.shadow_policy;
   const shadow = loadConfig(shadowFile);
   const known = new Set(config.upstreams.map((u) => u.name));
   const problems = shadow.rules.flatMap((r, i) =>

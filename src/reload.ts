@@ -62,12 +62,15 @@ export class PolicyStore {
   /** Changed content not loaded yet, and since when it has been seen unchanged. */
   private unsettled: { fingerprint: string; since: number } | null = null;
   private settle: NodeJS.Timeout | null = null;
+  /** The config the process started with: its restart-only settings are the ones in effect. */
+  private readonly running: Config;
 
   constructor(
     private readonly options: PolicyStoreOptions,
     initial: LoadedPolicy,
   ) {
     this.loaded = initial;
+    this.running = initial.config;
     this.planner = buildPlanner(initial.config, initial.shadow, options.now, options.lockdown);
     this.loadedAt = new Date().toISOString();
     this.fingerprint = this.readFingerprint();
@@ -99,9 +102,8 @@ export class PolicyStore {
     try {
       const next = loadPolicy(this.options.file, this.options.env ?? {});
       const planner = buildPlanner(next.config, next.shadow, this.options.now, this.options.lockdown);
-      const restartRequired = RESTART_KEYS.filter(
-        (key) => JSON.stringify(next.config[key]) !== JSON.stringify(this.loaded.config[key]),
-      );
+      // Against what this process runs (restart-only settings never change after start), so a change reverted reads as none.
+      const restartRequired = RESTART_KEYS.filter((key) => JSON.stringify(next.config[key]) !== JSON.stringify(this.running[key]));
       this.loaded = next;
       this.planner = planner;
       this.loadedAt = at;

@@ -32,7 +32,7 @@ interface TestCase {
   expect?: Record<string, unknown>;
 }
 
-const EXPECTABLE = ['decision', 'effective', 'reason', 'rule', 'mode', 'upstream', 'operation', 'jurisdictions', 'status', 'exception', 'shadow'] as const;
+const EXPECTABLE = ['decision', 'effective', 'reason', 'rule', 'mode', 'upstream', 'operation', 'bucket', 'region', 'jurisdictions', 'status', 'exception', 'shadow'] as const;
 
 export function runPolicyTestFile(file: string): CaseResult[] {
   const doc = parseYaml(readFileSync(file, 'utf8')) as { policy?: unknown; now?: unknown; cases?: unknown };
@@ -103,6 +103,8 @@ function summarize(plan: Plan) {
     mode: d.mode,
     upstream: plan.route.upstream.name,
     operation: plan.operation,
+    bucket: plan.bucket,
+    region: plan.location.region,
     jurisdictions: d.jurisdictions,
     status: d.effective === 'refused' ? 403 : null,
     exception: d.exception?.name ?? null,

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { ConfigSchema, type RawConfig } from './schema.js';
@@ -90,6 +91,7 @@ export function parseConfig(
   }
   const valid = validateSchema(raw);
   if (!valid) problems.push(...schemaProblems(validateSchema.errors ?? []));
+  resolveFilePaths(raw, dirname(resolve(file)));
   const config = deepFreeze({ ...raw, source: file }) as Config;
   // Report every problem at once: the semantic checks run even when the
   // schema failed, as far as the shapes they read allow.
@@ -117,6 +119,44 @@ export function loadConfigFile(
     throw new ConfigError(file, [{ path: '(file)', message: reason, expected: 'a readable YAML file' }]);
   }
   return parseConfig(text, file, options);
+}
+
+/**
+ * Every file a config names, by where it sits. One rule for all of them: a
+ * relative name is relative to the directory of the config file that names
+ * it (as for Prometheus and most daemons), never to the working directory.
+ * `decision_log.path: "-"` is stdout, not a file.
+ */
+const FILE_FIELDS: readonly (readonly string[])[] = [
+  ['decision_log', 'path'],
+  ['decision_log', 'signing_key_file'],
+  ['admin', 'token_file'],
+  ['admin', 'metrics_token_file'],
+  ['admin', 'tls', 'cert_file'],
+  ['admin', 'tls', 'key_file'],
+  ['location', 'geoip', 'path'],
+  ['principal_keys', 'file'],
+  ['shadow_policy'],
+];
+
+/** Make the config's relative file names absolute (in place, before it is frozen). */
+function resolveFilePaths(raw: Record<string, unknown>, base: string): void {
+  const at = (name: string) => (name === '' || isAbsolute(name) ? name : resolve(base, name));
+  for (const field of FILE_FIELDS) {
+    let holder: unknown = raw;
+    for (const key of field.slice(0, -1)) holder = isObject(holder) ? holder[key] : undefined;
+    const key = field.at(-1)!;
+    if (!isObject(holder) || typeof holder[key] !== 'string') continue;
+    if (field.join('.') === 'decision_log.path' && holder[key] === '-') continue;
+    holder[key] = at(holder[key]);
+  }
+  const ranges = isObject(raw.location) ? raw.location.cloud_ranges : undefined;
+  if (Array.isArray(ranges)) {
+    ranges.forEach((range: unknown, i) => {
+      if (typeof range === 'string') ranges[i] = at(range);
+      else if (isObject(range) && typeof range.path === 'string') range.path = at(range.path);
+    });
+  }
 }
 
 /** `/upstreams/0/route/host` → `upstreams[0].route.host` */

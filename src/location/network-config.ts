@@ -1,4 +1,3 @@
-import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Config } from '../config/load.js';
 import type { RangeFormat } from './ranges.js';
 
@@ -25,10 +24,8 @@ export interface NetworkLocationSettings {
   readonly cloudRanges: readonly { readonly path: string; readonly format?: RangeFormat }[];
 }
 
-/** Read the settings from a validated config; relative file names are relative to the config file. */
+/** Read the settings from a validated config (whose file names the loader made absolute). */
 export function networkLocationSettings(config: Config): NetworkLocationSettings {
-  const base = dirname(resolve(config.source));
-  const at = (path: string) => (isAbsolute(path) ? path : resolve(base, path));
   const location = config.location;
   const geoip = location.geoip;
   return {
@@ -42,7 +39,7 @@ export function networkLocationSettings(config: Config): NetworkLocationSettings
       timeoutMs: Math.round((config.dns?.timeout ?? 2) * 1000),
       tries: config.dns?.attempts ?? 2,
     },
-    geoip: geoip.enabled ? { path: geoip.path === undefined ? null : at(geoip.path), schema: geoip.schema, watch: geoip.watch } : null,
-    cloudRanges: location.cloud_ranges.map((f) => (typeof f === 'string' ? { path: at(f) } : { path: at(f.path), ...(f.format ? { format: f.format } : {}) })),
+    geoip: geoip.enabled ? { path: geoip.path ?? null, schema: geoip.schema, watch: geoip.watch } : null,
+    cloudRanges: location.cloud_ranges.map((f) => (typeof f === 'string' ? { path: f } : { path: f.path, ...(f.format ? { format: f.format } : {}) })),
   };
 }

@@ -69,8 +69,14 @@ export interface DeclaredLocation {
 }
 
 export function compileDeclared(upstream: RawUpstream): DeclaredLocation {
-  const declared = upstream.region ?? upstream.jurisdiction;
-  const base = toLocation(declared === undefined ? [] : placeSignals('declared', declared));
+  // A declared jurisdiction is an ISO code, never a region id (`US` is also Cloud Storage's US multi-region).
+  const declared: Signal[] =
+    upstream.region !== undefined
+      ? placeSignals('declared', upstream.region)
+      : upstream.jurisdiction !== undefined
+        ? [{ source: 'declared', value: upstream.jurisdiction, jurisdiction: upstream.jurisdiction }]
+        : [];
+  const base = toLocation(declared);
   const buckets = new Map<string, Location>();
   for (const [bucket, place] of Object.entries(upstream.buckets ?? {})) {
     buckets.set(bucket, toLocation(placeSignals('declared', place)));

@@ -1,4 +1,3 @@
-import { dirname, resolve } from 'node:path';
 import type { Config, ConfigProblem } from '../config/load.js';
 import { loadPrincipalKeys } from '../location/request/principal-keys.js';
 
@@ -12,7 +11,7 @@ import { loadPrincipalKeys } from '../location/request/principal-keys.js';
 export function configuredPrincipalKeys(config: Config, env: NodeJS.ProcessEnv = process.env): ReadonlyMap<string, string> | null {
   const source = config.principal_keys;
   if (source === undefined) return null;
-  return loadPrincipalKeys({ ...(source.file ? { file: resolve(dirname(resolve(config.source)), source.file) } : {}), ...(source.env ? { env: source.env } : {}) }, env);
+  return loadPrincipalKeys({ ...(source.file ? { file: source.file } : {}), ...(source.env ? { env: source.env } : {}) }, env);
 }
 
 /** check-config: an allow-exception for principals must be verifiable, and every principal it names needs a key. */

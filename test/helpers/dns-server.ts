@@ -1,5 +1,9 @@
 import dns2 from 'dns2';
 
+/** RFC 1035 §4.1.1 response codes (dns2's typings do not list them). */
+const RCODE_SERVFAIL = 2;
+const RCODE_NXDOMAIN = 3;
+
 /**
  * A real DNS server on loopback for tests (dns2, UDP, a random port): answers
  * A/AAAA from a zone the test edits while it runs, with TTLs the test
@@ -50,9 +54,9 @@ export async function startDnsServer(zone: Record<string, DnsRecordSet> = {}): P
       const response = Packet.createResponseFromRequest(request);
       const set = records.get(name);
       if (state.mode === 'servfail') {
-        response.header.rcode = Packet.RCODE.SERVFAIL;
+        response.header.rcode = RCODE_SERVFAIL;
       } else if (!set) {
-        response.header.rcode = Packet.RCODE.NXDOMAIN;
+        response.header.rcode = RCODE_NXDOMAIN;
       } else {
         const ttl = set.ttl ?? 60;
         const list = type === 'A' ? set.A : type === 'AAAA' ? set.AAAA : undefined;

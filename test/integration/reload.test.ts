@@ -144,6 +144,12 @@ describe('policy hot reload', () => {
     await start(file);
     writeFileSync(file, policyYaml(upstream.url, logFile, '[US]').replace('listen: { host: 127.0.0.1, port: 0 }', 'listen: { host: 127.0.0.1, port: 1 }'));
     expect(app.policy.reload('test')).toMatchObject({ ok: true, restartRequired: ['listen'] });
+    // A policy change on top still needs the restart (the listener runs as started)...
+    writeFileSync(file, policyYaml(upstream.url, logFile, '[US, IE]').replace('listen: { host: 127.0.0.1, port: 0 }', 'listen: { host: 127.0.0.1, port: 1 }'));
+    expect(app.policy.reload('test')).toMatchObject({ ok: true, restartRequired: ['listen'] });
+    // ...and reverting the restart-only setting needs none: it matches what runs.
+    writeFileSync(file, policyYaml(upstream.url, logFile, '[US]'));
+    expect(app.policy.reload('test')).toMatchObject({ ok: true, restartRequired: [] });
   });
 
   it('an in-flight request finishes under the policy it started with', async () => {

@@ -1,5 +1,7 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/load.js';
+import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { parseConfigText } from '../../src/server.js';
 
 const BASE = `
@@ -82,5 +84,41 @@ describe('config loading', () => {
   it('a missing file is a problem naming the file', async () => {
     const { loadConfig } = await import('../../src/server.js');
     expect(() => loadConfig('does-not-exist.yaml')).toThrowError(/^does-not-exist\.yaml: \(file\): file not found/);
+  });
+});
+
+describe('file names in a config: one rule, relative to the config file', () => {
+  const dir = join(tmpdir(), 'residency-config-paths', 'etc');
+  const file = join(dir, 'proxy.yaml');
+  const text = `
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0, token_file: secrets/admin-token, tls: { cert_file: tls/cert.pem, key_file: /abs/key.pem } }
+decision_log: { path: ../var/decisions.log, signing_key_file: keys/audit.pem }
+upstreams:
+  - { name: us, url: 'http://127.0.0.1:9', provider: s3, region: us-east-1, route: { path_prefix: /us, strip_prefix: true } }
+`;
+
+  it('resolves every file field against the config file, not the working directory; absolute names stay as written', () => {
+    const config = parseConfig(text, file);
+    expect(config.decision_log.path).toBe(join(tmpdir(), 'residency-config-paths', 'var', 'decisions.log'));
+    expect(config.decision_log.signing_key_file).toBe(join(dir, 'keys', 'audit.pem'));
+    expect(config.admin.token_file).toBe(join(dir, 'secrets', 'admin-token'));
+    expect(config.admin.tls).toEqual({ cert_file: join(dir, 'tls', 'cert.pem'), key_file: '/abs/key.pem' });
+  });
+
+  it('covers the location files, principal keys and the shadow policy too; "-" (stdout) is not a file', () => {
+    const more = `${text.replace('decision_log: { path: ../var/decisions.log, signing_key_file: keys/audit.pem }', 'decision_log: { path: "-" }')}
+location:
+  geoip: { path: geo/country.mmdb }
+  cloud_ranges: [ranges/aws.json, { path: ranges/azure.json, format: azure }]
+principal_keys: { file: principal-keys }
+shadow_policy: next.yaml
+`;
+    const config = parseConfig(more, file);
+    expect(config.decision_log.path).toBe('-');
+    expect(config.location.geoip.path).toBe(join(dir, 'geo', 'country.mmdb'));
+    expect(config.location.cloud_ranges).toEqual([join(dir, 'ranges', 'aws.json'), { path: join(dir, 'ranges', 'azure.json'), format: 'azure' }]);
+    expect(config.principal_keys?.file).toBe(join(dir, 'principal-keys'));
+    expect(config.shadow_policy).toBe(join(dir, 'next.yaml'));
   });
 });

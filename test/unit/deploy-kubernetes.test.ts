@@ -14,7 +14,7 @@ import type { IContainer, IPodSpec, IProbe } from 'kubernetes-models/v1';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import type { Config } from '../../src/config/load.js';
-import { parseConfigText } from '../../src/load.js';
+import { buildPlanner, parseConfigText } from '../../src/load.js';
 
 /**
  * deploy/kubernetes: every manifest validated against the Kubernetes (and
@@ -247,6 +247,18 @@ describe('deploy/kubernetes: the proxy StatefulSet', () => {
     const redisService = only<ServiceManifest>('Service', 'redis');
     expect(url.hostname).toBe(redisService.metadata.name);
     expect(redisService.spec.ports.map((p) => p.port)).toContain(Number(url.port));
+  });
+
+  it("embeds a policy whose upstreams decide on the bucket and region of the path, under the Service's name", () => {
+    const planner = buildPlanner(policy);
+    const host = `${dataService.metadata.name}.${dataService.metadata.namespace}.svc:${policy.listen.port}`;
+    const decided = (path: string) => {
+      const plan = planner.plan({ method: 'PUT', target: path, host });
+      return plan.kind === 'decided' ? { upstream: plan.route.upstream.name, bucket: plan.bucket, region: plan.location.region, decision: plan.decision.action } : plan;
+    };
+    expect(policy.upstreams.map((u) => u.name)).toEqual(['demo-us', 'demo-eu']);
+    expect(decided('/us/photos/cat.jpg')).toEqual({ upstream: 'demo-us', bucket: 'photos', region: 'us-east-1', decision: 'allow' });
+    expect(decided('/eu/photos/cat.jpg')).toEqual({ upstream: 'demo-eu', bucket: 'photos', region: 'eu-west-1', decision: 'block' });
   });
 
   it('probes real admin paths on the admin port: liveness on /healthz, readiness on /readyz with the token', () => {
