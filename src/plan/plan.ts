@@ -142,6 +142,25 @@ export class Planner {
     return prepared.kind === 'reject' ? prepared : this.finish(prepared);
   }
 
+  /**
+   * For an answer given before any decision (a request refused by hygiene or
+   * by planning): the provider of the route the request names, absolute-form
+   * targets included, so the refusal comes in a format the client's SDK
+   * reads. Null when no route is clear (a path that does not normalise
+   * could name any route): then problem+json.
+   */
+  providerFor(host: string | undefined, target: string): Upstream['provider'] | null {
+    if (/^https?:\/\//i.test(target)) {
+      if (!URL.canParse(target)) return null;
+      const url = new URL(target);
+      host = url.host;
+      target = url.pathname + url.search;
+    }
+    const read = readTarget(target);
+    if ('kind' in read) return null;
+    return this.router.match(hostnameOf(host ?? ''), read.path)?.upstream.provider ?? null;
+  }
+
   /** Route, read and locate from config and the request alone; no I/O. */
   prepare(input: RequestInput): Reject | Prepared {
     const target = readTarget(input.target);

@@ -45,10 +45,16 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     inFlight.delete(this);
   };
 
+  /** The provider whose format a refusal before planning takes, when the request names a route (else problem+json). */
+  const providerOf = (req: http.IncomingMessage) => {
+    const host = req.headers.host;
+    return options.planner().providerFor(typeof host === 'string' ? host : undefined, req.url ?? '/');
+  };
+
   /** An answer the proxy gives before planning; the connection closes (its framing may not be trusted). */
   const reject = (req: http.IncomingMessage, res: http.ServerResponse, details: Omit<ErrorDetails, 'title'>) => {
     metrics.rejectedRequests.inc({ code: details.code });
-    const out = errorResponse(null, { ...details, title: http.STATUS_CODES[details.status] ?? 'Bad request' });
+    const out = errorResponse(providerOf(req), { ...details, title: http.STATUS_CODES[details.status] ?? 'Bad request' });
     // After a framing refusal the body boundaries cannot be trusted (RFC 9112 §6.3): close, with a linger.
     lingerOnClose(req, { maxBytes: options.limits.refusalDrainBytes, maxMs: options.limits.refusalLingerMs });
     answerAndClose(res, out);
@@ -105,7 +111,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
       res.destroy();
       return;
     }
-    answerAndClose(res, errorResponse(null, { status: 500, code: 'internal_error', title: 'Internal Server Error', detail: 'the proxy failed to handle this request' }));
+    answerAndClose(res, errorResponse(providerOf(req), { status: 500, code: 'internal_error', title: 'Internal Server Error', detail: 'the proxy failed to handle this request' }));
   }
 
   return {

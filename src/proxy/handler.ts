@@ -119,7 +119,7 @@ export function createRequestHandler(deps: HandlerDeps) {
     if (prepared.kind === 'reject') {
       metrics.rejectedRequests.inc({ code: prepared.code });
       const title = prepared.status === 404 ? 'No route' : 'Bad request';
-      sendError(req, res, null, { status: prepared.status, code: prepared.code, title, detail: prepared.detail });
+      sendError(req, res, planner.providerFor(req.headers.host, req.url!), { status: prepared.status, code: prepared.code, title, detail: prepared.detail });
       return;
     }
     // Where the target host is: from the locator's cache (a synchronous read),
@@ -549,11 +549,11 @@ export function createRequestHandler(deps: HandlerDeps) {
   function sendError(
     req: IncomingMessage,
     res: ServerResponse,
-    upstream: Upstream | null,
+    to: Upstream | Upstream['provider'] | null,
     details: ErrorDetails,
     extraHeaders: Record<string, string> = {},
   ): void {
-    const out = errorResponse(upstream?.provider ?? null, details);
+    const out = errorResponse(typeof to === 'object' && to !== null ? to.provider : to, details);
     const headers: Record<string, string | number> = { ...out.headers, ...extraHeaders, 'content-length': Buffer.byteLength(out.body) };
     if (!req.complete && requestHasBody(req.headers)) settleUnreadBody(req, headers);
     res.writeHead(out.status, headers);

@@ -643,9 +643,21 @@ describe('residency proxy over real sockets', () => {
       const before = totalUpstreamRequests();
       const res = await rawRequest(proxy.port, 'GET http://other.example/us/b/k HTTP/1.1\r\nHost: other.example\r\n\r\n');
       expect(res.status).toBe(400);
-      expect(res.body).toContain('absolute-form');
+      // The target names an S3 route: the answer is S3's own error document, which SDKs and CLIs print.
+      expect(header(res, 'content-type')).toEqual(['application/xml']);
+      expect(res.body).toMatch(/<Error><Code>InvalidRequest<\/Code><Message>[^<]*absolute-form/);
       expect(totalUpstreamRequests()).toBe(before);
       expect(newRecords()).toHaveLength(0);
+    });
+
+    it('answers-a-refusal-before-a-decision-in-the-format-of-the-route-it-names', async () => {
+      const twoHosts = (path: string) => rawRequest(proxy.port, `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n`);
+      expect(header(await twoHosts('/us/b/k'), 'content-type')).toEqual(['application/xml']);
+      expect(header(await twoHosts('/gen/b/k'), 'content-type')).toEqual(['application/problem+json']);
+      // No route, or a path whose route is not clear: problem+json.
+      expect(header(await twoHosts('/nowhere/b/k'), 'content-type')).toEqual(['application/problem+json']);
+      const dots = await rawRequest(proxy.port, 'PUT /us/../eu/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello');
+      expect(header(dots, 'content-type')).toEqual(['application/problem+json']);
     });
 
     it('refuses-connect-with-405', async () => {
