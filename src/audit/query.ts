@@ -19,17 +19,26 @@ export type QueryFormat = 'json' | 'table' | 'csv';
 
 const DURATION = /^(\d+)(s|m|h|d|w)$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/** What a time bound may be, for messages. */
+export const TIME_BOUND_FORMS = 'ISO 8601 (2026-01-31, 2026-01-31T12:00:00Z), a duration back from now (90m, 24h, 7d) or "now"';
 
 /**
- * A time bound from the command line: ISO 8601 (a date is midnight UTC), or
- * a duration back from `now` (`90m`, `24h`, `7d`). Returns ISO UTC, which
- * compares as text with a record's `ts`.
+ * A time bound from the command line: ISO 8601 (a date is midnight UTC), a
+ * duration back from `now` (`90m`, `24h`, `7d`), or `now`. Returns ISO UTC,
+ * which compares as text with a record's `ts`.
  */
 export function parseTimeBound(text: string, now = Date.now()): string {
+  if (text === 'now') return new Date(now).toISOString();
   const d = DURATION.exec(text);
   if (d) return new Date(now - Number(d[1]) * UNIT_MS[d[2]!]!).toISOString();
-  const ms = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : text);
-  if (Number.isNaN(ms)) throw new Error(`"${text}" is not a time (ISO 8601, or a duration like 24h / 7d)`);
+  // Only ISO 8601: Date.parse also takes "1" (2001) or "2026-02-30" (2 March), silently.
+  const iso = ISO_8601.exec(text);
+  const day = iso ? new Date(Date.UTC(Number(iso[1]), Number(iso[2]) - 1, Number(iso[3]))) : null;
+  const realDay = day !== null && day.getUTCMonth() === Number(iso![2]) - 1 && day.getUTCDate() === Number(iso![3]);
+  const ms = realDay ? Date.parse(iso![4] === undefined ? `${text}T00:00:00Z` : text) : NaN;
+  if (Number.isNaN(ms)) throw new Error(`"${text}" is not a time: expected ${TIME_BOUND_FORMS}`);
   return new Date(ms).toISOString();
 }
 

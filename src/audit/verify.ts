@@ -6,6 +6,7 @@ import { DIGEST_TYPE, digestHash, keyId, signatureValid, type Digest } from './d
 import { describeError } from './errors.js';
 import { digestPath } from './files.js';
 import { readLines } from './lines.js';
+import { plural } from '../text.js';
 import type { DecisionRecord } from './record.js';
 
 export type Severity = 'error' | 'warning' | 'note';
@@ -121,7 +122,7 @@ export async function verifyLogs(args: readonly string[], options: VerifyOptions
         code: 'missing_outcome',
         file: group.at(-1)!.path,
         seq: first!,
-        message: `${n} forwarded write${n === 1 ? ' has' : 's have'} a durable decision but no outcome record (the first at seq ${first}): writes in flight when the writer stopped`,
+        message: `${plural(n, 'forwarded write has', 'forwarded writes have')} a durable decision but no outcome record (the first at seq ${first}): writes in flight when the writer stopped`,
       });
     }
   }
@@ -250,9 +251,9 @@ async function verifyFile(
     if (!line.terminated) {
       tornLine = line.number;
       if (!sealed && isLast) {
-        report({ severity: 'warning', code: 'torn_tail', ...at, message: `partial last line (${Buffer.byteLength(line.text)} bytes, no newline): a write cut short, never acknowledged` });
+        report({ severity: 'warning', code: 'torn_tail', ...at, message: `partial last line (${plural(Buffer.byteLength(line.text), 'byte')}, no newline): a write cut short, never acknowledged` });
       } else {
-        report({ severity: 'error', code: 'torn_tail', ...at, message: `partial last line (${Buffer.byteLength(line.text)} bytes, no newline): the file was truncated` });
+        report({ severity: 'error', code: 'torn_tail', ...at, message: `partial last line (${plural(Buffer.byteLength(line.text), 'byte')}, no newline): the file was truncated` });
       }
       break;
     }
@@ -292,7 +293,7 @@ async function verifyFile(
         severity: 'error',
         code: 'seq_gap',
         ...where,
-        message: `expected seq ${state.expectedSeq}, found ${seq}: ${n} record${n === 1 ? '' : 's'} missing ${where2} (deleted, or moved out of order)`,
+        message: `expected seq ${state.expectedSeq}, found ${seq}: ${plural(n, 'record')} missing ${where2} (deleted, or moved out of order)`,
       });
     } else if (state.expectedSeq !== null && seq < state.expectedSeq) {
       report({
@@ -433,17 +434,17 @@ function checkDigest(
   const after = { line: seen.lastLine + 1, ...(seen.lastSeq !== null ? { seq: seen.lastSeq + 1 } : {}) };
   if (seen.lastSeq !== null && digest.last_seq > seen.lastSeq) {
     const n = digest.last_seq - seen.lastSeq;
-    error('truncated', `file ends at seq ${seen.lastSeq} (line ${seen.lastLine}) but its digest seals up to seq ${digest.last_seq}: ${n} record${n === 1 ? '' : 's'} removed from the end`, after);
+    error('truncated', `file ends at seq ${seen.lastSeq} (line ${seen.lastLine}) but its digest seals up to seq ${digest.last_seq}: ${plural(n, 'record')} removed from the end`, after);
   } else if (digest.last_seq !== seen.lastSeq) {
-    error('digest_mismatch', `digest says last seq ${digest.last_seq}, the file ends at seq ${seen.lastSeq ?? 'none'}`, after);
+    error('digest_mismatch', `digest says last seq ${digest.last_seq}, ${seen.lastSeq === null ? 'the file holds no records' : `the file ends at seq ${seen.lastSeq}`}`, after);
   }
-  if (digest.first_seq !== seen.firstSeq) error('digest_mismatch', `digest says first seq ${digest.first_seq}, the file starts at ${seen.firstSeq ?? 'none'}`, { line: 1 });
-  if (digest.count !== seen.count) error('digest_mismatch', `digest says ${digest.count} records, the file holds ${seen.count}`);
+  if (digest.first_seq !== seen.firstSeq) error('digest_mismatch', `digest says first seq ${digest.first_seq}, ${seen.firstSeq === null ? 'the file holds no records' : `the file starts at ${seen.firstSeq}`}`, { line: 1 });
+  if (digest.count !== seen.count) error('digest_mismatch', `digest says ${plural(digest.count, 'record')}, the file holds ${seen.count}`);
   if (seen.firstPrev !== null && digest.first_prev !== seen.firstPrev) error('digest_mismatch', 'digest first_prev does not match the first record', { line: 1 });
   if (seen.lastHash !== null && digest.last_hash !== seen.lastHash) error('digest_mismatch', 'digest last_hash does not match the last record', { line: seen.lastLine });
   if (seen.replica !== null && digest.replica !== seen.replica) error('digest_mismatch', `digest is for replica "${digest.replica}", the file holds "${seen.replica}"`);
   if (digest.file_bytes !== seen.bytes || digest.file_sha256 !== seen.sha256) {
-    error('digest_mismatch', `file content differs from what was sealed (${seen.bytes} bytes, sealed ${digest.file_bytes}; SHA-256 mismatch)`);
+    error('digest_mismatch', `file content differs from what was sealed (${plural(seen.bytes, 'byte')}, sealed ${digest.file_bytes}; SHA-256 mismatch)`);
   }
   return signature;
 }

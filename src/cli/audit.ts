@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { KeyObject } from 'node:crypto';
 import type { QueryFilter, QueryFormat } from '../audit/query.js';
 import type { Anchor, Finding } from '../audit/verify.js';
+import { plural } from '../text.js';
 
 // Audit commands run on auditors' machines over multi-GB logs: each loads only
 // what it needs (not the proxy's config loader, GeoIP or Redis client), which
@@ -41,16 +42,18 @@ const USAGE = `Usage: residency-proxy audit COMMAND …
         [--jurisdiction J] [--mode M] [--format json|table|csv]
       Stream matching records (json: the lines as stored).
 
-  report FILE|DIR… --since T --until T [--format md|html|json] [--public-key PEM]
+  report FILE|DIR… [--since T] [--until T] [--format md|html|json] [--public-key PEM]
         [--anchor HASH|DIGEST]… [--out FILE]
       Totals by decision, mode, jurisdiction, upstream; blocked non-US writes;
       monitor-mode would-blocks; top reasons; policy versions; chain check
-      (--anchor as for verify).
+      (--anchor as for verify). Without --since from the first record, without
+      --until to the last: the whole log by default.
 
   export --redis URL --stream KEY --out DIR
       Drain a decision stream into one verifiable file per replica.
 
-T is ISO 8601 (2026-01-31, 2026-01-31T12:00:00Z) or a duration back from now (90m, 24h, 7d).`;
+T is ISO 8601 (2026-01-31, 2026-01-31T12:00:00Z), a duration back from now (90m, 24h, 7d) or now.
+--since is included, --until excluded.`;
 
 const SUBCOMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   keygen,
@@ -148,7 +151,7 @@ async function verify(args: string[]): Promise<number> {
     return result.ok ? 0 : 1;
   }
   for (const f of result.files) {
-    const range = f.first_seq === null ? 'no records' : `seq ${f.first_seq}–${f.last_seq} (${f.records} records)`;
+    const range = f.first_seq === null ? 'no records' : `seq ${f.first_seq}–${f.last_seq} (${plural(f.records, 'record')})`;
     const seal = f.sealed ? `sealed, ${f.signature}` : 'unsealed';
     console.log(`${f.file}: ${range}, ${seal}${f.replica ? `, replica ${f.replica}` : ''}`);
   }
@@ -161,7 +164,7 @@ async function verify(args: string[]): Promise<number> {
     return 1;
   }
   const unsigned = result.files.filter((f) => f.signature === 'unsigned').length;
-  console.log(`INTACT: ${result.records} records in ${result.files.length} files${unsigned > 0 ? ` (${unsigned} digests unsigned)` : ''}`);
+  console.log(`INTACT: ${plural(result.records, 'record')} in ${plural(result.files.length, 'file')}${unsigned > 0 ? ` (${plural(unsigned, 'digest')} unsigned)` : ''}`);
   return 0;
 }
 
@@ -169,13 +172,17 @@ async function filterFrom(values: Record<string, string | boolean | string[] | u
   const { parseTimeBound } = await import('../audit/query.js');
   const filter: QueryFilter = {};
   const text = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
-  try {
-    const since = text('since');
-    const until = text('until');
-    if (since !== undefined) filter.since = parseTimeBound(since);
-    if (until !== undefined) filter.until = parseTimeBound(until);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
+  const now = Date.now();
+  for (const name of ['since', 'until'] as const) {
+    const value = text(name);
+    try {
+      if (value !== undefined) filter[name] = parseTimeBound(value, now);
+    } catch (err) {
+      throw new UsageError(`--${name} ${(err as Error).message}`);
+    }
+  }
+  if (filter.since !== undefined && filter.until !== undefined && filter.since >= filter.until) {
+    throw new UsageError(`--since (${filter.since}) must be before --until (${filter.until}): the period is from --since, included, to --until, excluded`);
   }
   for (const key of ['decision', 'upstream', 'jurisdiction', 'mode'] as const) {
     const v = text(key);
@@ -207,7 +214,7 @@ async function query(args: string[]): Promise<number> {
   if (!['json', 'table', 'csv'].includes(format)) throw new UsageError('--format is json, table or csv');
   const { runQuery } = await import('../audit/query.js');
   const stats = await runQuery(positionals, await filterFrom(values), format, process.stdout);
-  if (stats.unreadable > 0) console.error(`${stats.unreadable} lines were not records (run "audit verify")`);
+  if (stats.unreadable > 0) console.error(`${plural(stats.unreadable, 'line')} ${stats.unreadable === 1 ? 'was not a record' : 'were not records'} (run "audit verify")`);
   return 0;
 }
 
@@ -230,14 +237,13 @@ async function report(args: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length === 0) throw new UsageError('report needs at least one FILE or DIR');
-  if (!values.since || !values.until) throw new UsageError('report needs --since and --until');
   if (values.format !== 'md' && values.format !== 'html' && values.format !== 'json') throw new UsageError('--format is md, html or json');
   const { since, until } = await filterFrom(values);
   const { buildReport, renderHtml, renderMarkdown } = await import('../audit/report.js');
   const publicKey = await loadPublicKey(values['public-key']);
   const data = await buildReport(positionals, {
-    since: since!,
-    until: until!,
+    since,
+    until,
     publicKey,
     requireSignature: values['require-signature'] === true,
     anchors: await anchorsFrom(values.anchor, publicKey),
@@ -271,8 +277,8 @@ async function exportCommand(args: string[]): Promise<number> {
   const files = await exportStream({ redisUrl: values.redis, streamKey: values.stream, outDir: values.out });
   for (const f of files) {
     console.log(
-      `${f.file}: replica ${f.replica}, seq ${f.first_seq}–${f.last_seq}, ${f.records} records` +
-        `${f.duplicates > 0 ? `, ${f.duplicates} duplicates skipped` : ''}${f.gaps > 0 ? `, ${f.gaps} gaps` : ''}`,
+      `${f.file}: replica ${f.replica}, seq ${f.first_seq}–${f.last_seq}, ${plural(f.records, 'record')}` +
+        `${f.duplicates > 0 ? `, ${plural(f.duplicates, 'duplicate')} skipped` : ''}${f.gaps > 0 ? `, ${plural(f.gaps, 'gap')}` : ''}`,
     );
   }
   if (files.length === 0) console.log(`stream ${values.stream} is empty`);
