@@ -2,8 +2,6 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, type Config } from '../config/load.js';
-import { loadConfig, loadPolicy, type LoadedPolicy } from '../load.js';
 
 /** Thrown for a bad command line; main prints it with the command's usage. */
 export class UsageError extends Error {}
@@ -26,28 +24,6 @@ export function defaultConfigPath(): string {
     dir = dirname(dir);
   }
   return join(process.cwd(), 'config', 'default.yaml');
-}
-
-/** Load a config, printing every problem and returning null when it is invalid. */
-export function loadOrReport(file: string): Config | null {
-  return reportProblems(() => loadConfig(file, process.env));
-}
-
-/** Load a config and its shadow policy, printing every problem and returning null when invalid. */
-export function loadPolicyOrReport(file: string): LoadedPolicy | null {
-  return reportProblems(() => loadPolicy(file, process.env));
-}
-
-function reportProblems<T>(load: () => T): T | null {
-  try {
-    return load();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      return null;
-    }
-    throw err;
-  }
 }
 
 /** Run a command body, turning usage errors into exit code 2 with the usage text. */

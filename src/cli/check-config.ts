@@ -1,5 +1,7 @@
 import { expiredExceptions } from '../policy/engine.js';
-import { loadPolicyOrReport, parse, UsageError, withUsage } from './args.js';
+import { plural } from '../text.js';
+import { parse, UsageError, withUsage } from './args.js';
+import { loadPolicyOrReport } from './config-file.js';
 
 const USAGE = `Usage: residency-proxy check-config --config FILE
 
@@ -22,8 +24,7 @@ export function checkConfigCommand(args: string[]): Promise<number> {
     const { config } = loaded;
     for (const expired of expiredExceptions(config, Date.now())) console.error(`${file}: warning: exception ${expired} no longer applies`);
     const shadow = loaded.shadow ? `, shadow policy ${config.shadow_policy}` : '';
-    const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
-    console.log(`${file}: ok (${count(config.upstreams.length, 'upstream')}, ${count(config.rules.length, 'rule')}, ${count(config.exceptions.length, 'exception')}${shadow})`);
+    console.log(`${file}: ok (${plural(config.upstreams.length, 'upstream')}, ${plural(config.rules.length, 'rule')}, ${plural(config.exceptions.length, 'exception')}${shadow})`);
     return 0;
   });
 }

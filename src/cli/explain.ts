@@ -6,7 +6,8 @@ import { createBucketLocation, createBucketSignals, isAwsChunked } from '../loca
 import type { Signal } from '../location/signals.js';
 import { bodyDestinations } from '../plan/bodies.js';
 import type { Found, Plan, Planner, Prepared } from '../plan/plan.js';
-import { loadOrReport, parse, UsageError, withUsage } from './args.js';
+import { parse, UsageError, withUsage } from './args.js';
+import { loadOrReport } from './config-file.js';
 
 const USAGE = `Usage: residency-proxy explain --config FILE METHOD URL [-H 'K: V']… [--body FILE] [--offline] [--format json|text]
 

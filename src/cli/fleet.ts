@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { operatorIdentity, writeLockdown, type LockdownRecord } from '../fleet/lockdown.js';
 import { formatFleetText, readFleetView, type FleetView } from '../fleet/view.js';
+import { plural } from '../text.js';
 import { parse, UsageError, withUsage } from './args.js';
 
 const USAGE = `Usage:
@@ -168,11 +169,11 @@ async function fleetSwitch(args: string[], active: boolean): Promise<number> {
       console.log(JSON.stringify({ lockdown: record, subscribers: delivered, confirmed, pending, waited_seconds: elapsed }, null, 2));
     } else {
       console.log(`${active ? 'LOCKDOWN SET' : 'lockdown lifted'} by ${record.set_by} at ${record.set_at}: ${record.reason}`);
-      console.log(`published to ${delivered} subscriber${delivered === 1 ? '' : 's'}`);
+      console.log(`published to ${plural(delivered, 'subscriber')}`);
       if (waitSeconds > 0 && view !== null) {
         const total = view.replicas.length;
         if (total === 0) console.log('no live replicas (none has a heartbeat under this prefix)');
-        else console.log(`${confirmed.length}/${total} live replicas confirmed within ${elapsed.toFixed(1)} s${confirmed.length > 0 ? `: ${confirmed.join(', ')}` : ''}`);
+        else console.log(`${confirmed.length}/${plural(total, 'live replica')} confirmed within ${elapsed.toFixed(1)} s${confirmed.length > 0 ? `: ${confirmed.join(', ')}` : ''}`);
         if (pending.length > 0) console.log(`NOT CONFIRMED: ${pending.join(', ')}`);
       }
     }

@@ -4,6 +4,7 @@ import type { DecisionRecord } from '../audit/record.js';
 import type { Config } from '../config/load.js';
 import { toLocation } from '../location/signals.js';
 import { compilePolicy, decide, type Policy } from '../policy/engine.js';
+import { columns, plural } from '../text.js';
 
 /**
  * `policy diff`: re-decide every recorded request under a candidate policy,
@@ -88,15 +89,14 @@ export async function diffLogs(files: readonly string[], candidate: Config, curr
 
 export function formatDiff(report: DiffReport): string {
   const lines = [
-    `${report.records} records replayed: ${report.unchanged} unchanged, ${report.allowToBlock} allow→block, ${report.blockToAllow} block→allow` +
-      (report.unreadable > 0 ? `, ${report.unreadable} unreadable lines skipped` : ''),
+    `${plural(report.records, 'record')} replayed: ${report.unchanged} unchanged, ${report.allowToBlock} allow→block, ${report.blockToAllow} block→allow` +
+      (report.unreadable > 0 ? `, ${plural(report.unreadable, 'unreadable line')} skipped` : ''),
   ];
   const groups = [...report.groups.values()].sort((a, b) => b.count - a.count);
   if (groups.length > 0) {
-    lines.push('', 'change           count  upstream  rule (candidate)  jurisdiction  sample decision ids');
-    for (const g of groups) {
-      lines.push(`${g.flip.from}→${g.flip.to}`.padEnd(17) + String(g.count).padStart(5) + `  ${g.flip.upstream}  ${g.flip.rule}  ${g.flip.jurisdiction}  ${g.samples.join(' ')}`);
-    }
+    const header = ['change', 'count', 'upstream', 'rule (candidate)', 'jurisdiction', 'sample decision ids'];
+    const rows = groups.map((g) => [`${g.flip.from}→${g.flip.to}`, String(g.count), g.flip.upstream, g.flip.rule, g.flip.jurisdiction, g.samples.join(' ')]);
+    lines.push('', ...columns([header, ...rows], [1]));
   }
   return lines.join('\n');
 }

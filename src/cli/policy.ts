@@ -1,4 +1,6 @@
-import { loadPolicyOrReport, parse, UsageError, withUsage } from './args.js';
+import { plural } from '../text.js';
+import { parse, UsageError, withUsage } from './args.js';
+import { loadPolicyOrReport } from './config-file.js';
 import { diffLogs, formatDiff } from './policy-diff.js';
 import { formatJunit, formatText, runPolicyTestFile, type CaseResult } from './policy-test.js';
 
@@ -68,7 +70,7 @@ async function policyDiff(args: string[]): Promise<number> {
   const report = await diffLogs(values.log, candidate.config, current?.config ?? null);
   console.log(formatDiff(report));
   if (report.blockToAllow > 0 && !values['allow-loosening']) {
-    console.error(`policy diff: ${report.blockToAllow} recorded blocks would be allowed by the candidate (pass --allow-loosening if intended)`);
+    console.error(`policy diff: ${plural(report.blockToAllow, 'recorded block')} would be allowed by the candidate (pass --allow-loosening if intended)`);
     return 1;
   }
   return 0;

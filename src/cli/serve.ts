@@ -1,5 +1,5 @@
-import { createResidencyProxy } from '../server.js';
-import { defaultConfigPath, loadPolicyOrReport, parse, withUsage } from './args.js';
+import { defaultConfigPath, parse, withUsage } from './args.js';
+import { loadPolicyOrReport } from './config-file.js';
 
 const USAGE = `Usage: residency-proxy serve [--config FILE]
 
@@ -19,6 +19,8 @@ export function serveCommand(args: string[]): Promise<number> {
     const loaded = loadPolicyOrReport(file);
     if (!loaded) return 1;
 
+    // The server's packages (fastify, undici, pino, …) load only for a valid config: --help and a bad file answer at once.
+    const { createResidencyProxy } = await import('../server.js');
     const app = createResidencyProxy(loaded.config, { shadow: loaded.shadow, watch: true, env: process.env });
     const { proxy, admin } = await app.listen();
     app.logger.info(

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { POLICY_SEEN_NAMESPACE, REPLICA_NAMESPACE, parseHeartbeat, type Heartbeat } from './heartbeat.js';
 import { readLockdown, type LockdownRecord } from './lockdown.js';
+import { columns, plural } from '../text.js';
 
 /**
  * The fleet as Redis sees it: every live heartbeat (SCAN on the prefix),
@@ -152,7 +153,7 @@ export function formatFleetText(view: FleetView): string {
       ? `LOCKDOWN ACTIVE since ${lock.set_at} by ${lock.set_by}: ${lock.reason}`
       : `lockdown: off${lock ? ` (lifted ${lock.set_at} by ${lock.set_by}: ${lock.reason})` : ''}`,
   );
-  lines.push(`${view.replicas.length} live replica${view.replicas.length === 1 ? '' : 's'} at ${view.at}`);
+  lines.push(`${plural(view.replicas.length, 'live replica')} at ${view.at}`);
   const rows = [['REPLICA', 'HOST', 'VERSION', 'POLICY', 'LOADED', 'LOCKDOWN', 'LOG', 'STARTED', 'SEEN']];
   const nowMs = Date.parse(view.at);
   for (const r of view.replicas) {
@@ -168,12 +169,11 @@ export function formatFleetText(view: FleetView): string {
       `${Math.max(0, Math.round((nowMs - Date.parse(r.at)) / 1000))} s ago`,
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
+  lines.push(...columns(rows));
   lines.push(`policies: ${view.policies.map((p) => `${p.hash.slice(0, 12)} (${p.replicas.length}, first seen ${p.first_seen})`).join(', ') || 'none'}`);
   lines.push(`${view.drift.flagged ? 'DRIFT FLAGGED' : 'drift: none'} (${view.drift.detail})`);
   if (view.duplicates.length > 0) lines.push(`WARNING: replica ids claimed by more than one live process: ${view.duplicates.join(', ')}`);
-  if (view.unreadable > 0) lines.push(`WARNING: ${view.unreadable} heartbeat key(s) could not be read`);
+  if (view.unreadable > 0) lines.push(`WARNING: ${plural(view.unreadable, 'heartbeat key')} could not be read`);
   const notLocked = view.replicas.filter((r) => r.lockdown.active !== (lock?.active ?? false));
   if (notLocked.length > 0) {
     lines.push(`WARNING: not yet following the switch: ${notLocked.map((r) => r.id).join(', ')}`);

@@ -40,7 +40,12 @@ export interface GeoIpOptions {
 
 export interface GeoIpInfo {
   readonly path: string;
+  /** The file's raw `database_type` (e.g. 'country ipvAll'); `name` and `label` say it for people and metrics. */
   readonly databaseType: string;
+  /** For people (readiness): e.g. 'GeoIP country (ip-location-db, IPv4+IPv6)'. */
+  readonly name: string;
+  /** For a metric label: lowercase, one of a fixed set, e.g. 'ip-location-db-country-ipv4-ipv6'. */
+  readonly label: string;
   readonly schema: GeoIpSchema;
   /** metadata build_epoch: feeds a database-age gauge. */
   readonly buildEpoch: Date;
@@ -271,6 +276,33 @@ export function detectSchema(databaseType: string): GeoIpSchema | null {
   return null;
 }
 
+const VENDORS: Record<string, string> = { geoip2: 'MaxMind GeoIP2', geolite2: 'MaxMind GeoLite2', dbip: 'DB-IP' };
+const COVERAGE: Record<string, { name: string; label: string }> = {
+  '4': { name: 'IPv4', label: 'ipv4' },
+  '6': { name: 'IPv6', label: 'ipv6' },
+  all: { name: 'IPv4+IPv6', label: 'ipv4-ipv6' },
+};
+
+/**
+ * A database's `name` and metric `label` from its `database_type`. The
+ * label never carries the file's own text, so a metric's values stay few.
+ */
+export function describeDatabase(databaseType: string, schema: GeoIpSchema): { name: string; label: string } {
+  const ild = /^(country|city) ipv(4|6|all)$/i.exec(databaseType);
+  if (ild) {
+    const kind = ild[1]!.toLowerCase();
+    const ip = COVERAGE[ild[2]!.toLowerCase()]!;
+    return { name: `GeoIP ${kind} (ip-location-db, ${ip.name})`, label: `ip-location-db-${kind}-${ip.label}` };
+  }
+  const vendor = /^(GeoIP2|GeoLite2|DBIP)-(Country|City|Enterprise|Location)\b/i.exec(databaseType);
+  if (vendor) {
+    const [who, kind] = [vendor[1]!.toLowerCase(), vendor[2]!.toLowerCase()];
+    return { name: `GeoIP ${kind} (${VENDORS[who]!})`, label: `${who}-${kind}` };
+  }
+  // Read with a forced schema: only that schema goes into the label.
+  return { name: `GeoIP database ${JSON.stringify(databaseType)} (read as ${schema})`, label: `other-${schema}` };
+}
+
 const EXTRACT: Record<GeoIpSchema, (record: Response | null) => string | null> = {
   maxmind: (r) => iso((r as { country?: { iso_code?: unknown } } | null)?.country?.iso_code),
   'ip-location-db': (r) => iso((r as { country_code?: unknown } | null)?.country_code),
@@ -349,6 +381,7 @@ function* loadSteps(bytes: Buffer, path: string, schema: GeoIpSchema | undefined
   const info: GeoIpInfo = Object.freeze({
     path,
     databaseType: m.databaseType,
+    ...describeDatabase(m.databaseType, chosen!),
     schema: chosen!,
     buildEpoch: m.buildEpoch,
     ipVersion: m.ipVersion as 4 | 6,

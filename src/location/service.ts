@@ -1,5 +1,5 @@
 import type { Config } from '../config/load.js';
-import { GeoIp, type GeoIpInfo } from './geoip.js';
+import type { GeoIp, GeoIpInfo } from './geoip.js';
 import { NetworkLocator, UNRESOLVED, type NetworkLocation } from './network-locator.js';
 import type { NetworkLocationSettings } from './network-config.js';
 import { SiteNetworks } from './networks.js';
@@ -157,25 +157,29 @@ export class LocationService {
   private async load(): Promise<void> {
     this.state = 'loading';
     const { settings } = this.options;
+    const geo = settings.geoip;
     const events = this.events;
     try {
       const [geoip, ranges] = await Promise.all([
-        settings.geoip === null
+        geo === null
           ? null
-          : GeoIp.open({
-              ...(settings.geoip.path === null ? {} : { path: settings.geoip.path }),
-              ...(settings.geoip.schema === undefined ? {} : { schema: settings.geoip.schema }),
-              // The bundled database changes only with the package: nothing to watch.
-              watch: settings.geoip.watch && settings.geoip.path !== null,
-              onReload: (info: GeoIpInfo) => {
-                events.reload?.('geoip', true);
-                events.log?.('info', { file: info.path, database_type: info.databaseType, built: info.buildEpoch.toISOString() }, 'GeoIP database reloaded');
-              },
-              onReloadError: (err: Error) => {
-                events.reload?.('geoip', false);
-                events.log?.('error', { err: err.message }, 'GeoIP database reload refused; keeping the last good database');
-              },
-            }),
+          : // Imported only when used: without GeoIP (explain included) maxmind is never loaded.
+            import('./geoip.js').then(({ GeoIp }) =>
+              GeoIp.open({
+                ...(geo.path === null ? {} : { path: geo.path }),
+                ...(geo.schema === undefined ? {} : { schema: geo.schema }),
+                // The bundled database changes only with the package: nothing to watch.
+                watch: geo.watch && geo.path !== null,
+                onReload: (info: GeoIpInfo) => {
+                  events.reload?.('geoip', true);
+                  events.log?.('info', { file: info.path, database_type: info.databaseType, built: info.buildEpoch.toISOString() }, 'GeoIP database reloaded');
+                },
+                onReloadError: (err: Error) => {
+                  events.reload?.('geoip', false);
+                  events.log?.('error', { err: err.message }, 'GeoIP database reload refused; keeping the last good database');
+                },
+              }),
+            ),
         CloudRanges.load(settings.cloudRanges),
       ]);
       if (this.isClosed()) {
@@ -325,7 +329,7 @@ export class LocationService {
       else if (!s.usable) unresolved.push(host);
     }
     if (pending.length > 0) return { ok: false, detail: `resolving ${pending.join(', ')}` };
-    const geo = this.geoip === null ? 'no GeoIP' : `GeoIP ${this.geoip.info.databaseType} built ${this.geoip.info.buildEpoch.toISOString().slice(0, 10)}`;
+    const geo = this.geoip === null ? 'no GeoIP' : `${this.geoip.info.name} built ${this.geoip.info.buildEpoch.toISOString().slice(0, 10)}`;
     const parts = [geo, `${this.ranges.files.length} range file(s)`, `${this.sites.size} site network(s)`, `${this.hosts.size - unresolved.length}/${this.hosts.size} upstream host(s) resolved`];
     // An unresolvable upstream fails closed on its own requests; it does not make the replica unready.
     if (unresolved.length > 0) parts.push(`unresolved (requests to them are refused or fail): ${unresolved.join(', ')}`);
@@ -350,7 +354,7 @@ export class LocationService {
 
   sources(): SourceInfo[] {
     const out: SourceInfo[] = [];
-    if (this.geoip !== null) out.push({ source: 'geoip', version: this.geoip.info.databaseType, built: this.geoip.info.buildEpoch.toISOString() });
+    if (this.geoip !== null) out.push({ source: 'geoip', version: this.geoip.info.label, built: this.geoip.info.buildEpoch.toISOString() });
     for (const f of this.ranges.files) out.push({ source: 'cloud-range', version: `${f.provider}:${f.version}`, built: f.created ?? '' });
     return out;
   }

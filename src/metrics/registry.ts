@@ -137,7 +137,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   );
   new Gauge({
     name: 'residency_location_source_info',
-    help: 'Always 1 per location database in use: source (geoip, cloud-range), version (the GeoIP database_type; provider:syncToken or changeNumber of a range file) and built (its build or creation date, ISO 8601; empty when the file has none).',
+    help: 'Always 1 per location database in use: source (geoip, cloud-range), version (the GeoIP database kind, e.g. ip-location-db-country-ipv4-ipv6 or geolite2-country; provider:syncToken or changeNumber of a range file) and built (its build or creation date, ISO 8601; empty when the file has none).',
     labelNames: ['source', 'version', 'built'],
     registers,
     collect() {

@@ -24,7 +24,7 @@ import { buildConfig, schemaDefault, SETTINGS, type ProxySetting } from './setti
  */
 export interface MicroCase {
   readonly name: string;
-  /** Issue #8's budget per operation, ns. */
+  /** The budget per operation, ns: a goal in the report's targets. */
   readonly targetNs?: number;
   readonly inner: number;
   readonly fn: () => void;

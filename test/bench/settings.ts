@@ -98,7 +98,7 @@ export const FEATURES = {
   },
   fileLogNoFsync: {
     name: 'file-log-no-fsync',
-    summary: 'the same decision log file without fdatasync (issue #5: the durable log must cost at most 10% of this)',
+    summary: 'the same decision log file without fdatasync: the baseline for the durable log, which must cost at most 10% of its throughput',
     needs: ['decision_log.path', 'decision_log.fsync'],
     apply(doc, ctx) {
       Object.assign(section(doc, 'decision_log'), { path: join(ctx.dir, 'decisions.log'), fsync: false });

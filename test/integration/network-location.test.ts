@@ -465,7 +465,10 @@ describe('GeoIP', () => {
       [US, 'jurisdiction_allowed', [`network:geoip:${US}:US`]],
       [DE, 'jurisdiction_not_allowed', [`network:geoip:${DE}:DE`]],
     ]);
-    expect(await metric(proxy.admin, /^residency_location_source_info\{source="geoip",version="country ipvAll",built="/)).toBe(1);
+    // The file's database_type ('country ipvAll') is said for people in /readyz, and as a fixed lowercase label.
+    expect(await metric(proxy.admin, /^residency_location_source_info\{source="geoip",version="ip-location-db-country-ipv4-ipv6",built="/)).toBe(1);
+    const ready = (await (await request(`${proxy.admin}/readyz`)).body.json()) as { checks: Record<string, { ok: boolean; detail?: string }> };
+    expect(ready.checks.location!.detail).toMatch(/^GeoIP country \(ip-location-db, IPv4\+IPv6\) built \d{4}-\d\d-\d\d; /);
     expect(await metric(proxy.admin, /^residency_geoip_database_age_seconds /)).toBeGreaterThan(0);
   });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Reader } from 'maxmind';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { detectSchema, GeoIp, GeoIpError } from '../../src/location/geoip.js';
+import { describeDatabase, detectSchema, GeoIp, GeoIpError } from '../../src/location/geoip.js';
 import { isIsoAlpha2 } from '../../src/location/iso3166.js';
 import { float, ipLocationDbCountry, maxmindCountry, uint16, uint64, writeMmdb, type MmdbValue } from '../helpers/mmdb-writer.js';
 
@@ -51,6 +51,8 @@ describe('the bundled CC0 database', () => {
     opened.push(g);
     expect(g.info.schema).toBe('ip-location-db');
     expect(g.info.databaseType).toMatch(/^country/);
+    expect(g.info.name).toBe('GeoIP country (ip-location-db, IPv4+IPv6)');
+    expect(g.info.label).toBe('ip-location-db-country-ipv4-ipv6');
     expect(g.info.buildEpoch.getTime()).toBeGreaterThan(Date.UTC(2024, 0, 1));
     expect(g.info.buildEpoch.getTime()).toBeLessThan(Date.now() + 86_400_000);
     expect(g.country('8.8.8.8')).toBe('US');
@@ -68,6 +70,25 @@ describe('the bundled CC0 database', () => {
 
   it('is found through the package, not a path of this machine', () => {
     expect(GeoIp.defaultPath()).toMatch(/@ip-location-db[\\/]geo-whois-asn-country-mmdb[\\/]geo-whois-asn-country\.mmdb$/);
+  });
+});
+
+describe('database names', () => {
+  it.each([
+    ['country ipvAll', 'ip-location-db', 'GeoIP country (ip-location-db, IPv4+IPv6)', 'ip-location-db-country-ipv4-ipv6'],
+    ['country ipv4', 'ip-location-db', 'GeoIP country (ip-location-db, IPv4)', 'ip-location-db-country-ipv4'],
+    ['City IPv6', 'ip-location-db', 'GeoIP city (ip-location-db, IPv6)', 'ip-location-db-city-ipv6'],
+    ['GeoLite2-Country', 'maxmind', 'GeoIP country (MaxMind GeoLite2)', 'geolite2-country'],
+    ['GeoIP2-City', 'maxmind', 'GeoIP city (MaxMind GeoIP2)', 'geoip2-city'],
+    ['DBIP-Country-Lite', 'maxmind', 'GeoIP country (DB-IP)', 'dbip-country'],
+  ] as const)('%s: a name for people and a fixed lowercase label', (type, schema, name, label) => {
+    expect(describeDatabase(type, schema)).toEqual({ name, label });
+  });
+
+  it("a database read with a forced schema keeps its own type out of the label", async () => {
+    expect(describeDatabase('Acme Geo 2031 {"x"}', 'maxmind')).toEqual({ name: 'GeoIP database "Acme Geo 2031 {\\"x\\"}" (read as maxmind)', label: 'other-maxmind' });
+    const g = await open(maxmindCountry({}, { databaseType: 'Custom' }), { schema: 'ip-location-db' });
+    expect(g.info.label).toBe('other-ip-location-db');
   });
 });
 
