@@ -6,6 +6,7 @@ import { Planner } from './plan/plan.js';
 import { compileUpstreams, upstreamProblems } from './plan/route.js';
 import { siteNetworkProblems } from './location/networks.js';
 import { configuredPrincipalKeys, principalProblems } from './plan/principals.js';
+import { tlsProblems } from './proxy/tls-config.js';
 
 /**
  * Loading a config completely (schema, cross-field, catalog and policy
@@ -14,7 +15,7 @@ import { configuredPrincipalKeys, principalProblems } from './plan/principals.js
  *
  * Checks beyond the schema that need the catalog and the policy compiler.
  */
-export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, siteNetworkProblems, upstreamProblems, policyProblems, adminProblems, principalProblems];
+export const CONFIG_CHECKS: readonly ConfigCheck[] = [locationProblems, siteNetworkProblems, upstreamProblems, policyProblems, adminProblems, principalProblems, tlsProblems];
 
 /** Load and fully validate a config file (throws ConfigError listing every problem). */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): Config {

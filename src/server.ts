@@ -19,8 +19,13 @@ import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp, type ProxyApp } from './proxy/app.js';
 import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
+import { forwardProxySettings } from './proxy/tls-config.js';
+import { DataPlaneTls } from './proxy/tls-listener.js';
+import type { TunnelDeps } from './proxy/tunnel.js';
+import { CertificateMinter } from './tls/minter.js';
+import type { DecisionEntry } from './audit/record.js';
 import type { Planner } from './plan/plan.js';
-import type { Upstream } from './plan/route.js';
+import { signedRequestWarnings, type Upstream } from './plan/route.js';
 import { PolicyStore } from './reload.js';
 
 export { buildPlanner, loadConfig, parseConfigText, CONFIG_CHECKS } from './load.js';
@@ -88,6 +93,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       locationSources: () => location?.sources() ?? [],
     },
   });
+  for (const warning of signedRequestWarnings(config)) logger.warn({ config: warning.path, expected: warning.expected }, warning.message);
   // Admin secrets are read before anything opens: a missing token stops the start.
   const adminSecurity = loadAdminSecurity(config, options.env ?? process.env);
   // RESIDENCY_REPLICA tells apart several processes on one host (the host name is the default).
@@ -215,6 +221,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   });
 
   const proxy = buildProxyApp({
+    tls: config.listen.tls === undefined ? null : dataPlaneTls(config.listen.tls.certificates),
+    tunnels: forwardProxy(),
     planner,
     maskClient,
     forwarder,
@@ -246,6 +254,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   });
 
   let closeDemo: (() => Promise<void>) | undefined;
+  let proxyAddress: AddressInfo | null = null;
   let closing: Promise<void> | null = null;
   return {
     config,
@@ -268,7 +277,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
         await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
         // A corrupt GeoIP database or range file stops the start, naming the file.
         await location?.resolved(STARTUP_RESOLVE_MS);
-        await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
+        proxyAddress = await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
       } catch (err) {
         await close();
         throw err;
@@ -276,7 +285,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       if (options.watch) policy.watch();
       shipper?.start();
       fleet.announce();
-      return { proxy: proxy.server.address() as AddressInfo, admin: admin.server.address() as AddressInfo };
+      return { proxy: proxyAddress!, admin: admin.server.address() as AddressInfo };
     },
     close,
   };
@@ -284,6 +293,72 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   function close(): Promise<void> {
     closing ??= closeAll();
     return closing;
+  }
+
+  function dataPlaneTls(certificates: NonNullable<Config['listen']['tls']>['certificates']): DataPlaneTls {
+    return new DataPlaneTls(certificates, {
+      reloaded: (subjects) => logger.info({ certificates: subjects }, 'data plane TLS certificates reloaded'),
+      reloadFailed: (err) => logger.error({ err: err.message }, 'data plane TLS certificates not reloaded: the previous ones stay in use'),
+    });
+  }
+
+  /** Forward-proxy mode: tunnels intercepted with certificates from the operator CA; null when off. */
+  function forwardProxy(): Omit<TunnelDeps, 'inject'> | null {
+    const settings = forwardProxySettings(config, options.env ?? process.env);
+    if (settings === null) return null;
+    const minter = new CertificateMinter({
+      ca: settings.ca,
+      maxEntries: settings.maxCertificates,
+      onMint: () => metrics.certificatesMinted.inc(),
+      onHit: () => metrics.certificateCacheHits.inc(),
+    });
+    return {
+      minter,
+      users: settings.users,
+      admit: (host, port) => planner().tunnelFor(host, port),
+      recordRefusal: async ({ host, port, user, client }) => {
+        const id = randomUUID();
+        const entry: DecisionEntry = {
+          ts: new Date().toISOString(),
+          id,
+          policy: planner().policy.hash,
+          upstream: '(none)',
+          method: 'CONNECT',
+          path: `${host}:${port}`,
+          bucket: null,
+          operation: 'write',
+          target: { host: `${host}:${port}`, address: null },
+          location: { jurisdictions: [], region: null, signals: [] },
+          rule: null,
+          mode: 'enforce',
+          decision: 'block',
+          effective: 'refused',
+          reason: 'tunnel_not_routed',
+          tunnel: { host, user: user ?? undefined },
+          status: 403,
+          bytes_in: 0,
+          bytes_out: null,
+          duration_ms: 0,
+          client: maskClient(client),
+        };
+        metrics.decisions.inc({ upstream: '(none)', operation: 'write', decision: 'block', mode: 'enforce', jurisdiction: 'unknown', reason: 'tunnel_not_routed' });
+        try {
+          await sink.write(entry);
+          metrics.decisionLogRecords.inc();
+          return id;
+        } catch (err) {
+          metrics.decisionLogErrors.inc();
+          logger.error({ err: (err as Error).message, decision_id: id }, 'decision record could not be written');
+          return null;
+        }
+      },
+      events: {
+        refused: (code) => metrics.rejectedRequests.inc({ code }),
+        opened: () => metrics.tunnelsOpen.inc(),
+        closed: () => metrics.tunnelsOpen.dec(),
+        handshakeFailed: (reason) => metrics.tlsHandshakeFailures.inc({ listener: 'tunnel', reason }),
+      },
+    };
   }
 
   async function closeAll(): Promise<void> {

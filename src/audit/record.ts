@@ -46,6 +46,8 @@ export interface DecisionRecord {
   principal?: string;
   /** Present (true) when the principal's SigV4 signature was verified with its configured key: only then can an exception match it. */
   principal_verified?: true;
+  /** Came through a forward proxy's tunnel (CONNECT): the host it was opened for, and the proxy user when tunnels need one. */
+  tunnel?: { host: string; user?: string };
   /** A body on a read-method request: `query` where the provider reads it as one (S3 Select, Azure query); `on-read` when it was decided as a write. */
   body?: 'query' | 'on-read';
   /**

@@ -253,6 +253,7 @@ const REASONS: Record<Reason, string> = {
   read_allowed: 'a read no rule covers: allowed',
   exception_allowed: 'allowed by a time-limited exception',
   exception_blocked: 'blocked by a time-limited exception',
+  tunnel_not_routed: 'a tunnel (CONNECT) to a host no upstream serves: refused',
 };
 
 /** "2026-01-01 00:00:00 UTC": the records' ISO times, easier on the eye. */

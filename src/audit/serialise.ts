@@ -145,6 +145,7 @@ const recordFields: RecordFields = {
   shadow: objectOf({ policy: label, decision: label, rule: label, reason: label }),
   principal: scalar,
   principal_verified: scalar,
+  tunnel: objectOf({ host: scalar, user: scalar }),
   body: label,
   upload: objectOf({ kind: scalar, known: scalar }),
   status: scalar,

@@ -50,6 +50,8 @@ export async function diffLogs(files: readonly string[], candidate: Config, curr
         // Digest or other non-decision lines.
         continue;
       }
+      // A tunnel to a host no upstream serves is refused by routing, not by any policy rule.
+      if (record.reason === 'tunnel_not_routed') continue;
       report.records++;
       const facts = {
         upstream: record.upstream,

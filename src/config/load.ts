@@ -137,6 +137,9 @@ const FILE_FIELDS: readonly (readonly string[])[] = [
   ['location', 'geoip', 'path'],
   ['principal_keys', 'file'],
   ['shadow_policy'],
+  ['forward_proxy', 'ca', 'cert_file'],
+  ['forward_proxy', 'ca', 'key_file'],
+  ['forward_proxy', 'users_file'],
 ];
 
 /** Make the config's relative file names absolute (in place, before it is frozen). */
@@ -149,6 +152,14 @@ function resolveFilePaths(raw: Record<string, unknown>, base: string): void {
     if (!isObject(holder) || typeof holder[key] !== 'string') continue;
     if (field.join('.') === 'decision_log.path' && holder[key] === '-') continue;
     holder[key] = at(holder[key]);
+  }
+  const listen = isObject(raw.listen) && isObject(raw.listen.tls) ? raw.listen.tls.certificates : undefined;
+  for (const files of Array.isArray(listen) ? listen : []) {
+    if (!isObject(files)) continue;
+    for (const key of ['cert_file', 'key_file']) if (typeof files[key] === 'string') files[key] = at(files[key]);
+  }
+  for (const upstream of Array.isArray(raw.upstreams) ? raw.upstreams : []) {
+    if (isObject(upstream) && typeof upstream.ca_file === 'string') upstream.ca_file = at(upstream.ca_file);
   }
   const ranges = isObject(raw.location) ? raw.location.cloud_ranges : undefined;
   if (Array.isArray(ranges)) {

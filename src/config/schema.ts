@@ -24,11 +24,29 @@ const Jurisdiction = Type.String({ description: 'an ISO 3166-1 alpha-2 code' });
 const Port = Type.Integer({ minimum: 0, maximum: 65535 });
 const Seconds = Type.Number({ exclusiveMinimum: 0 });
 
+const CertificateFiles = Type.Object(
+  {
+    cert_file: Type.String({ minLength: 1, description: 'a PEM certificate (chain) file' }),
+    key_file: Type.String({ minLength: 1, description: 'a PEM private key file' }),
+  },
+  { additionalProperties: false },
+);
+
 const Listen = (host: string, port: number) =>
-  Type.Object({ host: Type.String({ default: host }), port: Type.Optional(Port) }, {
-    additionalProperties: false,
-    default: { host, port },
-  });
+  Type.Object(
+    {
+      host: Type.String({ default: host }),
+      port: Type.Optional(Port),
+      // HTTPS on the data plane. Each certificate serves the names it holds (SNI); the first is the default.
+      tls: Type.Optional(
+        Type.Object(
+          { certificates: Type.Array(CertificateFiles, { minItems: 1, description: 'certificate and key files, chosen by the names each certificate holds' }) },
+          { additionalProperties: false },
+        ),
+      ),
+    },
+    { additionalProperties: false, default: { host, port } },
+  );
 
 /**
  * A site network's place: an ISO code, or { jurisdiction, region }. One
@@ -91,6 +109,9 @@ const Upstream = Type.Object(
       Type.Record(Type.String(), Type.String(), { description: 'bucket or container → region id or ISO code' }),
     ),
     preserve_host: Type.Optional(Type.Boolean()),
+    ca_file: Type.Optional(
+      Type.String({ minLength: 1, description: "a PEM bundle the upstream's certificate must chain to, instead of the system roots (private stores)" }),
+    ),
     // With preserve_host, the storage service reads a bucket from the Host it is sent: these
     // names are its own endpoint (path style; BUCKET.<name> is virtual-hosted), besides the
     // URL's host and the route's host. Any other name is refused: the service would take it
@@ -191,17 +212,31 @@ export const ConfigSchema = Type.Object(
         token_env: Type.Optional(Type.String({ minLength: 1, description: 'the name of an environment variable holding the admin bearer token' })),
         metrics_token_file: Type.Optional(Type.String({ minLength: 1, description: 'a file holding the /metrics scrape token' })),
         metrics_token_env: Type.Optional(Type.String({ minLength: 1, description: 'the name of an environment variable holding the /metrics scrape token' })),
-        tls: Type.Optional(
-          Type.Object(
-            {
-              cert_file: Type.String({ minLength: 1, description: 'a PEM certificate (chain) file' }),
-              key_file: Type.String({ minLength: 1, description: 'a PEM private key file' }),
-            },
-            { additionalProperties: false },
-          ),
-        ),
+        tls: Type.Optional(CertificateFiles),
       },
       { additionalProperties: false, default: { host: '127.0.0.1', port: 9464 } },
+    ),
+    // Opt-in: clients that set HTTPS_PROXY/HTTP_PROXY. A CONNECT to a host an
+    // upstream's route admits is intercepted with a certificate minted from
+    // the operator CA; anything else is refused (never an open proxy).
+    forward_proxy: Type.Optional(
+      Type.Object(
+        {
+          ca: Type.Object(
+            {
+              cert_file: Type.Optional(Type.String({ minLength: 1 })),
+              key_file: Type.Optional(Type.String({ minLength: 1 })),
+              cert_env: Type.Optional(Type.String({ minLength: 1 })),
+              key_env: Type.Optional(Type.String({ minLength: 1 })),
+            },
+            { additionalProperties: false, description: 'the operator CA clients trust: cert_file or cert_env, key_file or key_env (PEM)' },
+          ),
+          max_certificates: Type.Integer({ minimum: 1, default: 1000, description: 'minted certificates kept (least recently used first out)' }),
+          users_file: Type.Optional(Type.String({ minLength: 1, description: 'a file of USER:PASSWORD lines: tunnels need Proxy-Authorization (Basic)' })),
+          users_env: Type.Optional(Type.String({ minLength: 1, description: 'an environment variable holding USER:PASSWORD lines' })),
+        },
+        { additionalProperties: false },
+      ),
     ),
     allowed_jurisdictions: Type.Array(Jurisdiction, { minItems: 1, default: ['US'] }),
     mode: OneOf(MODES, { default: 'enforce' }),

@@ -39,6 +39,13 @@ export interface Metrics {
   readonly lockdownActive: Gauge;
   /** 1/0 while Redis is configured; no sample without Redis (single-process mode is not "down"). */
   readonly fleetRedisUp: Gauge;
+  /** Forward-proxy tunnels (CONNECT) open now. */
+  readonly tunnelsOpen: Gauge;
+  /** Interception certificates minted, and cached ones reused. */
+  readonly certificatesMinted: Counter;
+  readonly certificateCacheHits: Counter;
+  /** TLS handshakes that failed, by listener (data_plane, tunnel) and a bounded reason. */
+  readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
 }
 
 /**
@@ -279,6 +286,27 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     fleetRedisUp: new Gauge({
       name: 'residency_fleet_redis_up',
       help: 'Whether the fleet Redis (heartbeats, lockdown, shared caches) is reachable: 1 or 0; absent when Redis is not configured. At 0 traffic still flows, with the last known lockdown state.',
+      registers,
+    }),
+    tunnelsOpen: new Gauge({
+      name: 'residency_tunnels_open',
+      help: 'Forward-proxy tunnels (CONNECT, intercepted) open now.',
+      registers,
+    }),
+    certificatesMinted: new Counter({
+      name: 'residency_tls_certificates_minted_total',
+      help: 'Certificates minted from the operator CA for intercepted hosts (a host seen first, or its certificate renewed or evicted).',
+      registers,
+    }),
+    certificateCacheHits: new Counter({
+      name: 'residency_tls_certificate_cache_hits_total',
+      help: 'Tunnels served with an interception certificate already minted.',
+      registers,
+    }),
+    tlsHandshakeFailures: new Counter({
+      name: 'residency_tls_handshake_failures_total',
+      help: 'TLS handshakes with clients that failed, by listener (data_plane: listen.tls; tunnel: an intercepted CONNECT) and reason (client_rejected_certificate, client_reset, client_closed, protocol, timeout, handshake, other; no_request: closed right after the handshake with no request). A client that does not trust the operator CA shows as client_closed, no_request or client_rejected_certificate.',
+      labelNames: ['listener', 'reason'],
       registers,
     }),
   };

@@ -11,7 +11,7 @@ import { readGcs } from './gcs.js';
 import { normalizePath, splitTarget } from './normalize.js';
 import { planningQuery } from './query.js';
 import { reject, requestHasBody, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject, type RequestHeaders, type UploadKind } from './reading.js';
-import { hostnameOf, Router, type RouteMatch, type Upstream } from './route.js';
+import { hostnameOf, Router, tunnelUpstream, type RouteMatch, type Upstream } from './route.js';
 import { readS3 } from './s3.js';
 
 export { multipartKey } from './s3.js';
@@ -159,6 +159,11 @@ export class Planner {
     const read = readTarget(target);
     if ('kind' in read) return null;
     return this.router.match(hostnameOf(host ?? ''), read.path)?.upstream.provider ?? null;
+  }
+
+  /** The upstream a CONNECT to `hostname:port` is intercepted for, or null (refused). */
+  tunnelFor(hostname: string, port: number): Upstream | null {
+    return tunnelUpstream(this.upstreams, hostname.toLowerCase(), port);
   }
 
   /** Route, read and locate from config and the request alone; no I/O. */

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Config, ConfigProblem } from '../config/load.js';
 import type { ClassifyOverrideConfig, Provider } from '../config/schema.js';
 import { parseUpstreamUrl } from '../config/validate.js';
@@ -40,6 +41,8 @@ export interface Upstream {
    */
   readonly hostTemplate: { readonly scheme: string; readonly port: string } | null;
   readonly timeouts: { readonly connect: number; readonly headers: number; readonly body: number };
+  /** `ca_file`'s certificates (PEM): the roots its TLS certificate must chain to; null: the system's. */
+  readonly ca: string | null;
 }
 
 export interface RouteMatch {
@@ -115,6 +118,8 @@ export function compileUpstreams(config: Config): Upstream[] {
         headers: ms(u.timeouts?.headers, config.timeouts.headers),
         body: ms(u.timeouts?.body, config.timeouts.body),
       },
+      // Read at each load: a renewed private CA is picked up by a reload.
+      ca: u.ca_file === undefined ? null : readFileSync(u.ca_file, 'utf8'),
     });
   });
 }
@@ -183,6 +188,24 @@ export class Router {
   }
 }
 
+/**
+ * The upstream a tunnel to `hostname:port` (a forward proxy's CONNECT) is
+ * opened for: one whose route names hosts and admits this one, and which
+ * sends to this same host and port over TLS (a `{host}` upstream on that
+ * port, or an upstream whose own URL is that origin). The requests inside
+ * are routed like any other; this only decides whether to open the tunnel.
+ */
+export function tunnelUpstream(upstreams: readonly Upstream[], hostname: string, port: number): Upstream | null {
+  for (const u of upstreams) {
+    if (u.routeHost === null || !hostMatches(u.routeHost, hostname)) continue;
+    const scheme = u.hostTemplate?.scheme ?? u.url.protocol;
+    const ownPort = Number((u.hostTemplate?.port ?? u.url.port) || 443);
+    if (scheme !== 'https:' || ownPort !== port) continue;
+    if (u.hostTemplate === null ? u.hostname === hostname : TARGET_HOST.test(hostname)) return u;
+  }
+  return null;
+}
+
 /** The origin a `{host}` upstream sends a request for `hostname` to, or null when it is not a host name we connect to. */
 export function targetFor(template: { readonly scheme: string; readonly port: string }, hostname: string): { origin: string; targetHost: string } | null {
   if (!TARGET_HOST.test(hostname)) return null;
@@ -208,4 +231,35 @@ export function hostnameOf(host: string): string {
   }
   const colon = host.indexOf(':');
   return (colon === -1 ? host : host.slice(0, colon)).toLowerCase();
+}
+
+/**
+ * Upstreams whose route changes what a SigV4 client signed: the path (a
+ * stripped prefix) or the Host (not preserved). A store that checks
+ * signatures (AWS S3, Cloud Storage's XML API with HMAC keys) answers every
+ * such request with SignatureDoesNotMatch. Not an error: stores that check
+ * no signatures (the demo upstream, some S3-compatible test servers) work.
+ */
+export function signedRequestWarnings(config: Config): ConfigProblem[] {
+  const demo = config.demo_upstream === undefined ? null : `${config.demo_upstream.host}:${config.demo_upstream.port}`;
+  const warnings: ConfigProblem[] = [];
+  config.upstreams.forEach((u, i) => {
+    if (u.provider !== 's3') return;
+    if (demo !== null && URL.canParse(u.url) && new URL(u.url).host === demo) return;
+    if (u.route.strip_prefix === true && u.route.path_prefix !== undefined && u.route.path_prefix !== '/') {
+      warnings.push({
+        path: `upstreams[${i}].route.strip_prefix`,
+        message: `stripping ${u.route.path_prefix} changes the path a SigV4 client signed: a store that checks signatures answers SignatureDoesNotMatch`,
+        expected: 'a route by host (clients use the store\'s own name, see forward_proxy), or a store that checks no signatures',
+      });
+    }
+    if (u.preserve_host === false) {
+      warnings.push({
+        path: `upstreams[${i}].preserve_host`,
+        message: 'the store receives its own Host, not the one a SigV4 client signed: a store that checks signatures answers SignatureDoesNotMatch',
+        expected: 'preserve_host: true, or a store that checks no signatures',
+      });
+    }
+  });
+  return warnings;
 }

@@ -18,6 +18,8 @@ export const REASONS = [
   'read_allowed',
   'exception_allowed',
   'exception_blocked',
+  // A forward proxy's CONNECT to a host no upstream's route admits: refused before any request is seen.
+  'tunnel_not_routed',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

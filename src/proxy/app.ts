@@ -1,17 +1,24 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/registry.js';
 import { createRequestHandler, type HandlerDeps } from './handler.js';
 import { checkRequest } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { errorResponse, type ErrorDetails, type ErrorResponse } from './refuse.js';
+import type { DataPlaneTls } from './tls-listener.js';
+import { handleConnect, type TunnelDeps } from './tunnel.js';
 
 export interface ProxyAppOptions extends HandlerDeps {
   logger: Logger;
   metrics: Metrics;
   maxHeaders: number;
   maxHeaderBytes: number;
+  /** HTTPS on the listener (`listen.tls`); absent: plain HTTP. */
+  tls?: DataPlaneTls | null;
+  /** Forward-proxy mode (`forward_proxy`): CONNECT is intercepted, absolute-form http:// targets accepted. Absent: CONNECT is answered 405. */
+  tunnels?: Omit<TunnelDeps, 'inject'> | null;
 }
 
 /** The data-plane HTTP server: listen, then close (draining in-flight requests). */
@@ -37,6 +44,9 @@ const KEEP_ALIVE_MS = 5_000;
  */
 export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   const { metrics, logger } = options;
+  const tunnels = options.tunnels ?? null;
+  /** With `listen.tls`: the TLS listener, whose connections the HTTP server serves once decrypted. */
+  let secureListener: tls.Server | null = null;
   const handle = createRequestHandler(options);
   let closing = false;
   // Responses in progress, so a shutdown can end their connections with them.
@@ -66,6 +76,11 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     (req, res) => {
       inFlight.add(res);
       res.once('close', forget);
+      // A forward proxy's plain-HTTP client (HTTP_PROXY) names the origin in the target: read it as origin-form.
+      if (tunnels !== null && /^http:\/\//i.test(req.url!)) {
+        const problem = toOriginForm(req);
+        if (problem !== null) return reject(req, res, { status: 400, code: 'bad_absolute_target', detail: problem });
+      }
       const refusal = checkRequest(req, { maxHeaders: options.maxHeaders });
       if (refusal) return reject(req, res, refusal);
       if (!METHODS.has(req.method!)) return reject(req, res, { status: 405, code: 'method_not_allowed', detail: `method ${req.method} is not supported` });
@@ -77,10 +92,17 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   server.maxHeadersCount = options.maxHeaders + 1;
   // The decision comes first; handleRequest sends 100 Continue only for a write it forwards.
   server.on('checkContinue', (req, res) => server.emit('request', req, res));
-  server.on('connect', (_req, socket: Socket) => {
+  server.on('connect', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
     // Node hands a CONNECT's socket over with no error listener: a client
     // that resets it would otherwise take the whole process down.
     socket.on('error', discardSocketError);
+    if (tunnels !== null) {
+      handleConnect({ ...tunnels, inject: (secure) => server.emit('connection', secure) }, req, socket, head).catch((err: unknown) => {
+        logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'tunnel handling failed');
+        socket.destroy();
+      });
+      return;
+    }
     metrics.rejectedRequests.inc({ code: 'connect_not_allowed' });
     const body = JSON.stringify({ title: 'Method Not Allowed', status: 405, detail: 'CONNECT is not supported: this is a reverse proxy, not a tunnel' });
     socket.end(
@@ -116,14 +138,19 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
 
   return {
     server,
-    listen: (at) =>
-      new Promise<AddressInfo>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(at.port, at.host, () => {
-          server.off('error', reject);
-          resolve(server.address() as AddressInfo);
+    listen: (at) => {
+      const listener = options.tls ? createSecureListener(options.tls) : server;
+      return new Promise<AddressInfo>((resolve, reject) => {
+        listener.once('error', reject);
+        listener.listen(at.port, at.host, () => {
+          listener.off('error', reject);
+          // The HTTP server itself does not listen then: 'listening' starts its header and request
+          // timeout checks, which it otherwise runs only for connections it accepted itself.
+          if (listener !== server) server.emit('listening');
+          resolve(listener.address() as AddressInfo);
         });
-      }),
+      });
+    },
     close: () => {
       closing = true;
       // Node's close() stops accepting and drops idle connections, but a
@@ -136,10 +163,45 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
         if (!res.headersSent) res.shouldKeepAlive = false;
         else res.once('finish', () => res.req.socket.destroySoon());
       }
-      if (!server.listening) return Promise.resolve();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+      options.tls?.close();
+      const listener = secureListener ?? server;
+      if (!listener.listening) return Promise.resolve();
+      // The TLS listener's close waits for its connections; the HTTP server only drops its idle ones.
+      if (listener !== server) server.closeIdleConnections();
+      return new Promise<void>((resolve) => listener.close(() => resolve()));
     },
   };
+
+  function createSecureListener(certificates: DataPlaneTls): tls.Server {
+    const listener = tls.createServer(certificates.serverOptions(), (socket) => server.emit('connection', socket));
+    listener.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+      metrics.tlsHandshakeFailures.inc({ listener: 'data_plane', reason: err.code === 'ECONNRESET' ? 'client_reset' : 'handshake' });
+      socket.destroy();
+    });
+    certificates.watch(listener);
+    secureListener = listener;
+    return listener;
+  }
+}
+
+/**
+ * `GET http://host/path` from a forward proxy's client: the target's
+ * authority must be the Host header's (RFC 9112 §3.2.2 lets the target win;
+ * refusing a mismatch leaves nothing for the two readings to disagree on),
+ * and the request goes on in origin-form. Returns what is wrong, or null.
+ */
+function toOriginForm(req: http.IncomingMessage): string | null {
+  if (!URL.canParse(req.url!)) return 'the absolute-form target is not a URL';
+  const url = new URL(req.url!);
+  if (url.username !== '' || url.password !== '') return 'the target carries credentials';
+  const host = (req.headers.host ?? '').toLowerCase().replace(/:80$/, '');
+  if (host !== url.host) return `the target names ${url.host} but the Host header says ${req.headers.host ?? 'nothing'}`;
+  // The path exactly as sent (the URL parser would resolve dot segments and re-encode): hygiene and planning read it as usual.
+  const rest = req.url!.slice('http://'.length);
+  const start = rest.search(/[/?]/);
+  const path = start === -1 ? '/' : rest.slice(start);
+  req.url = path.startsWith('/') ? path : `/${path}`;
+  return null;
 }
 
 /** A tunnel socket's error after we have given up on it: nothing left to answer, nothing to log. */

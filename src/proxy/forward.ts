@@ -79,16 +79,20 @@ export class Forwarder {
   }
 
   private create(u: Upstream, origin: string): Pool {
-    return new Pool(origin, { ...poolSettings(u), connect: { timeout: u.timeouts.connect, ...this.options.connect } });
+    return new Pool(origin, { ...poolSettings(u), connect: this.connectFor(u) });
+  }
+
+  /** Socket options for an upstream's pools: its connect timeout, and its CA bundle when it names one. */
+  private connectFor(u: Upstream): buildConnector.BuildOptions {
+    return { timeout: u.timeouts.connect, ...this.options.connect, ...(u.ca === null ? {} : { ca: u.ca }) };
   }
 
   private pinnedFor(u: Upstream): PinnedPools {
     let pools = this.pinned.get(u);
     if (pools === undefined) {
-      const connect = this.options.connect;
       pools = new PinnedPools({
         // The upstream's settings whatever the origin (a {host} upstream's hosts share them).
-        pool: () => ({ ...poolSettings(u), connect: { timeout: u.timeouts.connect, ...connect } }),
+        pool: () => ({ ...poolSettings(u), connect: this.connectFor(u) }),
         idleMs: this.options.pinnedIdleMs ?? 60_000,
         ...(u.hostTemplate === null ? {} : { maxPools: this.maxHostPools }),
       });

@@ -26,7 +26,8 @@ import { bodyDestinations, INSPECT_LIMITS } from '../plan/bodies.js';
 import { multipartKey, type Decided, type Found, type Planner, type Prepared } from '../plan/plan.js';
 import { requestHasBody } from '../plan/reading.js';
 import { errorResponse, type ErrorDetails } from './refuse.js';
-import type { RouteMatch, Upstream } from '../plan/route.js';
+import { hostnameOf, type RouteMatch, type Upstream } from '../plan/route.js';
+import { tunnelOf } from './tunnel.js';
 
 export interface HandlerDeps {
   /** Current planner; a function so a reload can swap it between requests. */
@@ -115,6 +116,14 @@ export function createRequestHandler(deps: HandlerDeps) {
     const started = performance.now();
     // Taken once: a reload mid-request must not change the policy this request is decided and recorded under.
     const planner = deps.planner();
+    const tunnel = tunnelOf(req);
+    // Inside a tunnel, a request names the host the tunnel was opened (and its certificate minted) for.
+    if (tunnel !== null && hostnameOf(req.headers.host ?? '') !== tunnel.host) {
+      metrics.rejectedRequests.inc({ code: 'misdirected_request' });
+      const detail = `this connection is a tunnel to ${tunnel.host}: a request for another host needs its own tunnel`;
+      sendError(req, res, planner.providerFor(req.headers.host, req.url!), { status: 421, code: 'misdirected_request', title: 'Misdirected Request', detail });
+      return;
+    }
     const prepared = planner.prepare({ method: req.method!, target: req.url!, host: req.headers.host!, headers: req.headers });
     if (prepared.kind === 'reject') {
       metrics.rejectedRequests.inc({ code: prepared.code });
@@ -184,6 +193,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       shadow,
       principal: plan.principal ?? undefined,
       principal_verified: plan.principalVerified ? true : undefined,
+      tunnel: tunnel === null ? undefined : { host: tunnel.host, user: tunnel.user ?? undefined },
       body: plan.body ?? undefined,
       upload: plan.upload ?? undefined,
       status,

@@ -33,6 +33,7 @@ const S3_CODES: Record<number, string> = {
   405: 'MethodNotAllowed',
   413: 'EntityTooLarge',
   417: 'InvalidRequest',
+  421: 'InvalidRequest',
   431: 'RequestHeaderSectionTooLarge',
   501: 'NotImplemented',
   502: 'BadGateway',
@@ -41,6 +42,7 @@ const S3_CODES: Record<number, string> = {
 };
 const AZURE_CODES: Record<number, string> = {
   400: 'InvalidInput',
+  421: 'InvalidInput',
   403: 'AuthorizationFailure',
   404: 'ResourceNotFound',
   413: 'RequestBodyTooLarge',

@@ -47,6 +47,25 @@ describe('check-config', () => {
     ]);
   });
 
+  it('warns (exit 0) about an S3 route that changes what a SigV4 client signed', async () => {
+    const file = join(dir, 'signed.yaml');
+    writeFileSync(
+      file,
+      [
+        'upstreams:',
+        '  - { name: s3-us, url: "https://s3.us-east-1.amazonaws.com", provider: s3, route: { path_prefix: /s3-us, strip_prefix: true }, region: us-east-1 }',
+        '  - { name: s3-eu, url: "https://s3.eu-west-1.amazonaws.com", provider: s3, route: { host: eu.internal }, preserve_host: false, region: eu-west-1 }',
+        '  - { name: aws, url: "https://{host}", provider: s3, route: { host: "*.amazonaws.com" } }',
+      ].join('\n'),
+    );
+    const { code, stderr } = await cli('check-config', '--config', file);
+    expect(code).toBe(0);
+    expect(stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(new RegExp(`^${file}: warning: upstreams\\[0\\]\\.route\\.strip_prefix: stripping /s3-us changes the path a SigV4 client signed`)),
+      expect.stringMatching(new RegExp(`^${file}: warning: upstreams\\[1\\]\\.preserve_host: the store receives its own Host`)),
+    ]);
+  });
+
   it('usage errors exit 2 and --help exits 0', async () => {
     expect((await cli('check-config')).code).toBe(2);
     expect((await cli('frobnicate')).code).toBe(2);

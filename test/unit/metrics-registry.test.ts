@@ -30,6 +30,10 @@ const CONTRACT: Record<string, { type: string; labels: string[] }> = {
   residency_lockdown_changes_total: { type: 'counter', labels: ['state'] },
   residency_lockdown_active: { type: 'gauge', labels: [] },
   residency_fleet_redis_up: { type: 'gauge', labels: [] },
+  residency_tunnels_open: { type: 'gauge', labels: [] },
+  residency_tls_certificates_minted_total: { type: 'counter', labels: [] },
+  residency_tls_certificate_cache_hits_total: { type: 'counter', labels: [] },
+  residency_tls_handshake_failures_total: { type: 'counter', labels: ['listener', 'reason'] },
 };
 
 /** Sample lines (not comments) of one metric in the exposition text. */

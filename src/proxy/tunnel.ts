@@ -1,0 +1,191 @@
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import type { Upstream } from '../plan/route.js';
+import { ALPN } from './tls-listener.js';
+
+/**
+ * Forward-proxy mode: clients that set HTTPS_PROXY send `CONNECT host:port`.
+ * A tunnel to a host an upstream's route admits is intercepted: the proxy
+ * completes TLS with the client under a certificate for that host minted
+ * from the operator CA, and the requests inside go through the normal
+ * pipeline (route, classify, locate, decide, record), then on to the real
+ * host over TLS. A tunnel to any other host is refused with 403 and a
+ * decision record: never an open proxy. Nothing is ever relayed blind.
+ */
+
+/** What the pipeline knows about a request that came through a tunnel. */
+export interface TunnelInfo {
+  /** The host the tunnel was opened for (lower case): requests inside must name it. */
+  readonly host: string;
+  readonly port: number;
+  /** The proxy user (Proxy-Authorization), when tunnels need one. */
+  readonly user: string | null;
+  /** Requests seen so far: a tunnel closed with none is a client that gave up on it (see handleConnect). */
+  requests: number;
+}
+
+const tunnels = new WeakMap<object, TunnelInfo>();
+
+/** The tunnel a request came through (counting the request), or null: a direct request. */
+export function tunnelOf(req: IncomingMessage): TunnelInfo | null {
+  const tunnel = tunnels.get(req.socket);
+  if (tunnel === undefined) return null;
+  tunnel.requests++;
+  return tunnel;
+}
+
+export interface TunnelDeps {
+  minter: { secureContext(hostname: string): Promise<tls.SecureContext> };
+  /** The upstream the tunnel is intercepted for (the current policy's), or null: refused. */
+  admit(hostname: string, port: number): Upstream | null;
+  /** Proxy users and their passwords; null: tunnels need no Proxy-Authorization. */
+  users: ReadonlyMap<string, string> | null;
+  /** Record the refusal of a tunnel to a host no upstream serves; false: the record could not be written. */
+  recordRefusal(target: { host: string; port: number; user: string | null; client: string }): Promise<string | null>;
+  /** Hand the decrypted connection to the HTTP server (its requests take the normal path). */
+  inject(socket: tls.TLSSocket): void;
+  events: {
+    refused(code: string): void;
+    opened(): void;
+    closed(): void;
+    handshakeFailed(reason: string): void;
+  };
+  /** How long a client has to finish its TLS handshake inside the tunnel. */
+  handshakeTimeoutMs?: number;
+}
+
+/** `host:port` of a CONNECT: a DNS name or an IPv4 literal and a port (IPv6 literals are not served). */
+const AUTHORITY = /^([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::(\d{1,5}))$/;
+
+/** Handle one CONNECT (the `connect` event of the data plane's HTTP server). */
+export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  const answer = (status: number, reason: string, body: string, headers = ''): void => {
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`,
+    );
+  };
+  const target = AUTHORITY.exec(req.url ?? '');
+  const port = Number(target?.[2]);
+  if (target === null || port < 1 || port > 65535) {
+    deps.events.refused('bad_connect_target');
+    return answer(400, 'Bad Request', 'CONNECT needs host:port\n');
+  }
+  const host = target[1]!.toLowerCase();
+  let user: string | null = null;
+  if (deps.users !== null) {
+    user = authenticated(deps.users, req.headers['proxy-authorization']);
+    if (user === null) {
+      deps.events.refused('proxy_auth_required');
+      return answer(407, 'Proxy Authentication Required', 'this proxy needs Proxy-Authorization (Basic)\n', 'proxy-authenticate: Basic realm="residency-proxy"\r\n');
+    }
+  }
+  if (deps.admit(host, port) === null) {
+    deps.events.refused('tunnel_not_routed');
+    const id = await deps.recordRefusal({ host, port, user, client: req.socket.remoteAddress ?? '' });
+    if (id === null) return answer(503, 'Service Unavailable', 'the decision could not be recorded, so the tunnel was not opened\n');
+    return answer(
+      403,
+      'Forbidden',
+      `residency-proxy refused a tunnel to ${host}:${port}: no upstream serves that host, so where its data would go cannot be decided (decision id ${id})\n`,
+      `x-residency-decision: block\r\nx-residency-decision-id: ${id}\r\n`,
+    );
+  }
+
+  let context: tls.SecureContext;
+  try {
+    context = await deps.minter.secureContext(host);
+  } catch {
+    deps.events.refused('bad_connect_target');
+    return answer(400, 'Bad Request', `no certificate can be made for ${host}\n`);
+  }
+  if (socket.destroyed) return;
+  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  // Bytes the client sent after its CONNECT head (the start of its TLS hello) belong to the tunnel.
+  if (head.length > 0) socket.unshift(head);
+  const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ALPN });
+  const tunnel: TunnelInfo = { host, port, user, requests: 0 };
+  tunnels.set(secure, tunnel);
+  deps.events.opened();
+  let established = false;
+  /** A handshake failure is counted once, with the first reason seen. */
+  let failure: string | null = null;
+  const fail = (reason: string) => {
+    clearTimeout(timer);
+    failure ??= reason;
+    secure.destroy();
+  };
+  // The TLS socket takes the connection over: the raw socket may emit nothing more.
+  secure.once('close', () => {
+    clearTimeout(timer);
+    deps.events.closed();
+    // A client that does not trust the operator CA closes: during the handshake, or (TLS 1.3, where
+    // our side is done first) right after it, having sent nothing.
+    if (!established) failure ??= 'client_closed';
+    else if (tunnel.requests === 0) failure ??= 'no_request';
+    if (failure !== null) deps.events.handshakeFailed(failure);
+  });
+  const timer = setTimeout(() => fail('timeout'), deps.handshakeTimeoutMs ?? 10_000);
+  timer.unref();
+  const failed = (err: NodeJS.ErrnoException) => fail(handshakeReason(err));
+  // The client gave up during the handshake (a half-open TLS socket would wait for the timeout).
+  secure.once('end', () => {
+    if (!established) fail('client_closed');
+  });
+  secure.once('error', failed);
+  secure.once('secure', () => {
+    clearTimeout(timer);
+    secure.off('error', failed);
+    established = true;
+    // From here the HTTP server owns the connection (and its errors).
+    deps.inject(secure);
+  });
+}
+
+/** The user a `Proxy-Authorization: Basic …` proves, or null. Every configured password is compared in constant time. */
+function authenticated(users: ReadonlyMap<string, string>, header: string | undefined): string | null {
+  const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
+  if (match === null) return null;
+  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon === -1) return null;
+  const name = decoded.slice(0, colon);
+  const expected = users.get(name);
+  const given = Buffer.from(decoded.slice(colon + 1));
+  // Compared even for an unknown user (against itself), so the time taken does not tell which users exist.
+  const against = expected === undefined ? given : Buffer.from(expected);
+  const same = against.length === given.length && timingSafeEqual(against, given);
+  return expected !== undefined && same ? name : null;
+}
+
+/** A bounded label for a failed handshake. */
+function handshakeReason(err: NodeJS.ErrnoException): string {
+  const text = `${err.code ?? ''} ${err.message}`;
+  if (/unknown ca|bad certificate|certificate unknown|alert number 4[28]/i.test(text)) return 'client_rejected_certificate';
+  if (/ECONNRESET|socket hang up|EPIPE/i.test(text)) return 'client_reset';
+  if (/wrong version|http request|unsupported protocol|no shared cipher|version too low/i.test(text)) return 'protocol';
+  return 'other';
+}
+
+/** Proxy users from `forward_proxy.users_file` or `users_env`: USER:PASSWORD lines (blank lines and # comments ignored). */
+export function loadProxyUsers(source: { users_file?: string; users_env?: string }, env: NodeJS.ProcessEnv): Map<string, string> | null {
+  let text: string;
+  if (source.users_file !== undefined) text = readFileSync(source.users_file, 'utf8');
+  else if (source.users_env !== undefined) {
+    const value = env[source.users_env];
+    if (value === undefined || value === '') throw new Error(`environment variable ${source.users_env} is not set`);
+    text = value;
+  } else return null;
+  const users = new Map<string, string>();
+  text.split(/\r?\n/).forEach((line, i) => {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) return;
+    const colon = trimmed.indexOf(':');
+    if (colon <= 0 || colon === trimmed.length - 1) throw new Error(`line ${i + 1} is not USER:PASSWORD`);
+    users.set(trimmed.slice(0, colon), trimmed.slice(colon + 1));
+  });
+  if (users.size === 0) throw new Error('names no users');
+  return users;
+}
