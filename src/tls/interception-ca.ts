@@ -50,8 +50,10 @@ export function loadInterceptionCa(source: InterceptionCaSource, env: NodeJS.Pro
     throw new InterceptionCaError(key.path, 'the private key does not match the CA certificate', `the private key of the certificate in ${cert.path}`);
   }
   // Checked from the extension itself: OpenSSL (X509Certificate.ca) also takes an extension-less v1 root for a CA.
-  const parsed = new x509.X509Certificate(certificate.raw);
-  if (parsed.getExtension(x509.BasicConstraintsExtension)?.ca !== true) {
+  // The library only here, on first use: check-config and explain need it only with forward_proxy.
+  const lib = x509();
+  const parsed = new lib.X509Certificate(certificate.raw);
+  if (parsed.getExtension(lib.BasicConstraintsExtension)?.ca !== true) {
     throw new InterceptionCaError(cert.path, 'the certificate is not a CA (basicConstraints CA:TRUE is missing)', 'a CA certificate');
   }
   // With CA:TRUE, OpenSSL refuses it only for a keyUsage without keyCertSign.

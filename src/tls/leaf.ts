@@ -2,15 +2,18 @@ import { createHash, generateKeyPair, randomBytes, webcrypto, type KeyObject } f
 import { promisify } from 'node:util';
 import type { Hostname } from './hostname.js';
 import type { InterceptionCa } from './interception-ca.js';
-import { x509 } from './x509.js';
+import { x509, type X509 } from './x509.js';
+
+/** The X.509 library (loaded here: this module only runs where certificates are made). */
+const lib = x509();
 
 /** What signing with the CA needs, prepared once per CA. */
 export interface CaSigner {
   readonly certPem: string;
-  readonly subject: x509.Name;
+  readonly subject: X509.Name;
   readonly notAfter: number;
   /** The extensions every leaf has (built once: the library's ASN.1 work runs on the event loop). */
-  readonly extensions: readonly x509.Extension[];
+  readonly extensions: readonly X509.Extension[];
   readonly key: webcrypto.CryptoKey;
   readonly algorithm: webcrypto.EcdsaParams | webcrypto.Algorithm;
 }
@@ -27,7 +30,7 @@ const generateKeyPairAsync = promisify(generateKeyPair);
 const MAX_COMMON_NAME = 64;
 
 export async function caSigner(ca: InterceptionCa): Promise<CaSigner> {
-  const cert = new x509.X509Certificate(ca.certPem);
+  const cert = new lib.X509Certificate(ca.certPem);
   const pkcs8 = ca.key.export({ format: 'der', type: 'pkcs8' });
   // PKCS#1 v1.5 rather than PSS: every TLS client accepts it in certificates.
   // EC: the hash that goes with the curve (CA/Browser Forum BR 7.1.3.2).
@@ -36,13 +39,13 @@ export async function caSigner(ca: InterceptionCa): Promise<CaSigner> {
     ca.key.asymmetricKeyType === 'ec'
       ? [{ name: 'ECDSA', namedCurve: p384 ? 'P-384' : 'P-256' }, { name: 'ECDSA', hash: p384 ? 'SHA-384' : 'SHA-256' }]
       : [{ name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, { name: 'RSASSA-PKCS1-v1_5' }];
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+  const extensions: X509.Extension[] = [
+    new lib.BasicConstraintsExtension(false, undefined, true),
+    new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature, true),
+    new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.serverAuth]),
   ];
-  const caKeyId = cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
-  if (caKeyId !== undefined) extensions.push(new x509.AuthorityKeyIdentifierExtension(caKeyId));
+  const caKeyId = cert.getExtension(lib.SubjectKeyIdentifierExtension)?.keyId;
+  if (caKeyId !== undefined) extensions.push(new lib.AuthorityKeyIdentifierExtension(caKeyId));
   return {
     certPem: ca.certPem,
     subject: cert.subjectName,
@@ -65,14 +68,14 @@ export async function issueLeaf(signer: CaSigner, hosts: readonly Hostname[], no
   const withCn = cn.length <= MAX_COMMON_NAME;
   const extensions = [
     // An empty subject makes the SAN critical (RFC 5280 §4.2.1.6).
-    new x509.SubjectAlternativeNameExtension(
+    new lib.SubjectAlternativeNameExtension(
       hosts.map((h) => ({ type: h.ip ? ('ip' as const) : ('dns' as const), value: h.name })),
       !withCn,
     ),
-    new x509.SubjectKeyIdentifierExtension(keyIdentifier(publicKey)),
+    new lib.SubjectKeyIdentifierExtension(keyIdentifier(publicKey)),
     ...signer.extensions,
   ];
-  const cert = await x509.X509CertificateGenerator.create({
+  const cert = await lib.X509CertificateGenerator.create({
     serialNumber: serialNumber(),
     subject: withCn ? [{ CN: [cn] }] : [],
     issuer: signer.subject,

@@ -1,10 +1,23 @@
-// The one entry point to @peculiar/x509: import it from here, never directly.
-// The library resolves its algorithms through tsyringe, which needs a Reflect
-// metadata polyfill loaded before it (ES modules evaluate imports in order).
-import 'reflect-metadata';
+// The one entry point to @peculiar/x509: use it through here, never directly.
+// Loaded on first use: it costs ~120 ms of start-up, which check-config and
+// explain pay only when a config enables the forward proxy. The library
+// resolves its algorithms through tsyringe, which needs the Reflect metadata
+// polyfill loaded before it.
 import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { createRequire } from 'node:module';
+import type * as X509 from '@peculiar/x509';
 
-x509.cryptoProvider.set(webcrypto);
+export type { X509 };
 
-export { x509 };
+let library: typeof X509 | null = null;
+
+export function x509(): typeof X509 {
+  if (library === null) {
+    const require = createRequire(import.meta.url);
+    require('reflect-metadata');
+    const loaded = require('@peculiar/x509') as typeof X509;
+    loaded.cryptoProvider.set(webcrypto);
+    library = loaded;
+  }
+  return library;
+}

@@ -4,7 +4,9 @@ import { createPrivateKey, webcrypto } from 'node:crypto';
 import { parseHostname } from '../../src/tls/hostname.js';
 import { loadInterceptionCa } from '../../src/tls/interception-ca.js';
 import { caSigner, issueLeaf, type IssuedCertificate } from '../../src/tls/leaf.js';
-import { x509 } from '../../src/tls/x509.js';
+import { x509, type X509 } from '../../src/tls/x509.js';
+
+const lib = x509();
 
 export interface TestCa {
   certPem: string;
@@ -24,7 +26,7 @@ export interface TestCaOptions {
   /** basicConstraints CA:TRUE (default true). */
   ca?: boolean;
   /** Default: keyCertSign | cRLSign. */
-  keyUsage?: x509.KeyUsageFlags;
+  keyUsage?: X509.KeyUsageFlags;
   /** Include a subjectKeyIdentifier (default true). */
   keyId?: boolean;
   /** Default: 'CN=Residency Proxy Test CA, O=Test'. */
@@ -39,12 +41,12 @@ export async function createTestCa(options: TestCaOptions = {}): Promise<TestCa>
     ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: options.rsaBits ?? 2048 }
     : { name: 'ECDSA', namedCurve: options.curve ?? 'P-256', hash: 'SHA-256' };
   const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(options.ca ?? true, undefined, true),
-    new x509.KeyUsagesExtension(options.keyUsage ?? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+  const extensions: X509.Extension[] = [
+    new lib.BasicConstraintsExtension(options.ca ?? true, undefined, true),
+    new lib.KeyUsagesExtension(options.keyUsage ?? lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.cRLSign, true),
   ];
-  if (options.keyId ?? true) extensions.push(await x509.SubjectKeyIdentifierExtension.create(keys.publicKey));
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+  if (options.keyId ?? true) extensions.push(await lib.SubjectKeyIdentifierExtension.create(keys.publicKey));
+  const cert = await lib.X509CertificateGenerator.createSelfSigned({
     name: options.subject ?? 'CN=Residency Proxy Test CA, O=Test',
     notBefore: options.notBefore ?? new Date(Date.now() - HOUR),
     notAfter: options.notAfter ?? new Date(Date.now() + 30 * 24 * HOUR),

@@ -7,6 +7,8 @@ import { InterceptionCaError, loadInterceptionCa, type InterceptionCaSource } fr
 import { x509 } from '../../src/tls/x509.js';
 import { createTestCa, type TestCa } from '../helpers/test-ca.js';
 
+const lib = x509();
+
 const DAY = 24 * 3600_000;
 let dir: string;
 let ec: TestCa;
@@ -119,7 +121,7 @@ describe('loadInterceptionCa: the certificate', () => {
       path: 'forward_proxy.ca.cert_env',
       message: 'the certificate is not a CA (basicConstraints CA:TRUE is missing)',
     });
-    const noCertSign = await createTestCa({ keyUsage: x509.KeyUsageFlags.digitalSignature });
+    const noCertSign = await createTestCa({ keyUsage: lib.KeyUsageFlags.digitalSignature });
     expect(problem(noCertSign.certPem, noCertSign.keyPem)).toMatchObject({
       message: "the certificate's keyUsage does not allow signing certificates",
     });

@@ -7,6 +7,8 @@ import { CertificateMinter, InvalidHostnameError, type MinterOptions } from '../
 import { x509 } from '../../src/tls/x509.js';
 import { createTestCa, type TestCaOptions } from '../helpers/test-ca.js';
 
+const lib = x509();
+
 const HOUR = 3600_000;
 const S3 = 'bucket.s3.eu-west-1.amazonaws.com';
 // Whole seconds: certificate times have no milliseconds.
@@ -66,7 +68,7 @@ describe('CertificateMinter: the certificate', () => {
     expect(leaf!.subject).toBe(`CN=${S3}`);
     expect(leaf!.issuer).toBe(ca.certificate.subject);
     expect(leaf!.subjectAltName).toBe(`DNS:${S3}`);
-    expect(leaf!.keyUsage).toEqual([x509.ExtendedKeyUsage.serverAuth]);
+    expect(leaf!.keyUsage).toEqual([lib.ExtendedKeyUsage.serverAuth]);
     expect(leaf!.ca).toBe(false);
     expect(leaf!.checkHost(S3)).toBe(S3);
     expect(leaf!.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
@@ -74,18 +76,18 @@ describe('CertificateMinter: the certificate', () => {
     expect(new Date(leaf!.validFrom).getTime()).toBe(T0 - HOUR);
     expect(new Date(leaf!.validTo).getTime()).toBe(T0 + 24 * HOUR);
 
-    const parsed = new x509.X509Certificate(leaf!.raw);
-    const caParsed = new x509.X509Certificate(ca.certificate.raw);
+    const parsed = new lib.X509Certificate(leaf!.raw);
+    const caParsed = new lib.X509Certificate(ca.certificate.raw);
     expect(parsed.serialNumber).toMatch(/^[4-7][0-9a-f]{31}$/);
     expect(parsed.signatureAlgorithm).toMatchObject({ name: 'ECDSA', hash: { name: 'SHA-256' } });
-    const keyUsage = parsed.getExtension(x509.KeyUsagesExtension)!;
-    expect([keyUsage.critical, keyUsage.usages]).toEqual([true, x509.KeyUsageFlags.digitalSignature]);
-    const constraints = parsed.getExtension(x509.BasicConstraintsExtension)!;
+    const keyUsage = parsed.getExtension(lib.KeyUsagesExtension)!;
+    expect([keyUsage.critical, keyUsage.usages]).toEqual([true, lib.KeyUsageFlags.digitalSignature]);
+    const constraints = parsed.getExtension(lib.BasicConstraintsExtension)!;
     expect([constraints.critical, constraints.ca]).toEqual([true, false]);
-    expect(parsed.getExtension(x509.SubjectAlternativeNameExtension)!.critical).toBe(false);
+    expect(parsed.getExtension(lib.SubjectAlternativeNameExtension)!.critical).toBe(false);
     // RFC 5280 method (1), as the library computes it.
-    expect(parsed.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId).toBe((await x509.SubjectKeyIdentifierExtension.create(parsed.publicKey)).keyId);
-    expect(parsed.getExtension(x509.AuthorityKeyIdentifierExtension)!.keyId).toBe(caParsed.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId);
+    expect(parsed.getExtension(lib.SubjectKeyIdentifierExtension)!.keyId).toBe((await lib.SubjectKeyIdentifierExtension.create(parsed.publicKey)).keyId);
+    expect(parsed.getExtension(lib.AuthorityKeyIdentifierExtension)!.keyId).toBe(caParsed.getExtension(lib.SubjectKeyIdentifierExtension)!.keyId);
     // The issuer is the CA's subject byte for byte (Go matches names by their bytes).
     const subject = Buffer.from(caParsed.subjectName.toArrayBuffer());
     expect([ca.certificate.raw.includes(subject), leaf!.raw.includes(subject)]).toEqual([true, true]);
@@ -106,7 +108,7 @@ describe('CertificateMinter: the certificate', () => {
     const leaf = await mint(new CertificateMinter({ ca }), long);
     expect(leaf.subject ?? '').toBe('');
     expect(leaf.checkHost(long)).toBe(long);
-    expect(new x509.X509Certificate(leaf.raw).getExtension(x509.SubjectAlternativeNameExtension)!.critical).toBe(true);
+    expect(new lib.X509Certificate(leaf.raw).getExtension(lib.SubjectAlternativeNameExtension)!.critical).toBe(true);
   });
 
   it('never outlives the CA, and is not minted once the CA has expired', async () => {
@@ -127,7 +129,7 @@ describe('CertificateMinter: the certificate', () => {
       const other = await testCa(options);
       const leaf = await mint(new CertificateMinter({ ca: other }), S3);
       expect(leaf.verify(other.certificate.publicKey)).toBe(true);
-      expect(new x509.X509Certificate(leaf.raw).signatureAlgorithm).toMatchObject(algorithm);
+      expect(new lib.X509Certificate(leaf.raw).signatureAlgorithm).toMatchObject(algorithm);
     }
   });
 
@@ -135,7 +137,7 @@ describe('CertificateMinter: the certificate', () => {
     const other = await testCa({ keyId: false });
     const leaf = await mint(new CertificateMinter({ ca: other }), S3);
     expect(leaf.checkIssued(other.certificate)).toBe(true);
-    expect(new x509.X509Certificate(leaf.raw).getExtension(x509.AuthorityKeyIdentifierExtension)).toBeNull();
+    expect(new lib.X509Certificate(leaf.raw).getExtension(lib.AuthorityKeyIdentifierExtension)).toBeNull();
   });
 });
 
