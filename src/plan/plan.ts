@@ -12,7 +12,7 @@ import { normalizePath, splitTarget } from './normalize.js';
 import { planningQuery } from './query.js';
 import { reject, requestHasBody, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject, type RequestHeaders, type UploadKind } from './reading.js';
 import { hostnameOf, Router, tunnelUpstream, type RouteMatch, type Upstream } from './route.js';
-import { readS3 } from './s3.js';
+import { readS3, s3TunnelHost } from './s3.js';
 
 export { multipartKey } from './s3.js';
 export type { FollowUp, Inspect, Reject, RequestHeaders, UploadKind };
@@ -161,9 +161,15 @@ export class Planner {
     return this.router.match(hostnameOf(host ?? ''), read.path)?.upstream.provider ?? null;
   }
 
-  /** The upstream a CONNECT to `hostname:port` is intercepted for, or null (refused). */
+  /**
+   * The upstream a CONNECT to `hostname:port` is intercepted for, or null
+   * (refused): a tunnel is opened only to a host whose requests the upstream
+   * would forward (under AWS names an S3 endpoint, not STS or EC2).
+   */
   tunnelFor(hostname: string, port: number): Upstream | null {
-    return tunnelUpstream(this.upstreams, hostname.toLowerCase(), port);
+    const host = hostname.toLowerCase();
+    const upstream = tunnelUpstream(this.upstreams, host, port);
+    return upstream !== null && upstream.provider === 's3' && !s3TunnelHost(host) ? null : upstream;
   }
 
   /** Route, read and locate from config and the request alone; no I/O. */

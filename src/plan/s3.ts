@@ -17,6 +17,13 @@ import { addressing, AMBIGUOUS_PATH, ambiguousSegments, firstSegment, isFormUplo
  */
 const AWS_HOST = /\.amazonaws\.com(?:\.cn)?\.?$/;
 
+/** Whether a forward proxy's tunnel to `host` can carry S3 requests: under AWS names, only S3 endpoints (a single-region place). */
+export function s3TunnelHost(host: string): boolean {
+  if (!AWS_HOST.test(host)) return true;
+  const info = parseS3Host(host);
+  return info !== null && !(info.style === 'accesspoint' && info.region === null);
+}
+
 /** The only parameters a SelectObjectContent request carries: anything else may make the POST a write. */
 const SELECT_PARAMS = new Set(['select', 'select-type', 'x-id', 'versionId']);
 

@@ -407,6 +407,25 @@ describe('deploy/kubernetes: NetworkPolicy', () => {
     expect(read(`${DIR}/networkpolicy.yaml`)).toMatch(/PLACEHOLDER/);
   });
 
+  it("an application namespace's policy lets its pods out only to DNS and the proxy's data port (no way around the proxy)", () => {
+    const file = `${DIR}/app-namespace/egress-through-proxy.yaml`;
+    const app = parseYaml(read(file)) as NetworkPolicyManifest;
+    expect(() => new NetworkPolicy(app as never).validate()).not.toThrow();
+    expect(app.spec.policyTypes).toEqual(['Egress']);
+    const egress = app.spec.egress ?? [];
+    expect(egress.length).toBe(2);
+    for (const rule of egress) expect(rule.to?.every((peer) => peer.ipBlock === undefined), JSON.stringify(rule)).toBe(true);
+    expect(egress.filter((r) => allows(r, 53, 'UDP') && allows(r, 53, 'TCP')).length).toBe(1);
+    const toProxy = egress.find((r) => allows(r, policy.listen.port ?? 8080))!;
+    expect(toProxy.ports).toEqual([{ port: dataService.spec.ports[0]!.targetPort === 'http' ? policy.listen.port : dataService.spec.ports[0]!.targetPort, protocol: 'TCP' }]);
+    expect(toProxy.to).toEqual([
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': only<Manifest>('Namespace').metadata.name } },
+        podSelector: { matchLabels: np.spec.podSelector.matchLabels },
+      },
+    ]);
+  });
+
   it('lets only the proxy reach Redis', () => {
     const rp = only<NetworkPolicyManifest>('NetworkPolicy', 'redis');
     expect(matches(rp.spec.podSelector.matchLabels, redis.spec.template.metadata.labels)).toBe(true);
