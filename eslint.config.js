@@ -13,7 +13,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/cli/**', 'test/**'],
+    files: ['src/cli/**', 'test/**', 'examples/**'],
     rules: { 'no-console': 'off' },
   },
 );
