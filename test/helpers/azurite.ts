@@ -48,11 +48,18 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   });
 }
 
+/** A running Azurite blob service: its port, and how to stop it (by its child process handle). */
+interface LaunchedAzurite {
+  port: number;
+  stop(): Promise<void>;
+}
+
 /**
  * Runs Azurite's blob service as a child process on 127.0.0.1 with an OS-assigned port
- * (Azurite 3.35 accepts --blobPort 0 and prints the bound address) and in-memory storage.
+ * (Azurite 3.35 accepts --blobPort 0 and prints the bound address) and in-memory storage,
+ * with `extraArgs` after the common ones and `env` added to the environment.
  */
-export async function startAzurite(): Promise<AzuriteHandle> {
+async function launchAzurite(extraArgs: readonly string[] = [], env: Record<string, string> = {}): Promise<LaunchedAzurite> {
   // Azurite may drop files (debug logs, db files) into its cwd; keep them out of the repo.
   const cwd = await mkdtemp(join(tmpdir(), 'residency-azurite-'));
   const child = spawn(
@@ -67,8 +74,9 @@ export async function startAzurite(): Promise<AzuriteHandle> {
       '--disableTelemetry',
       '--loose',
       '--silent',
+      ...extraArgs,
     ],
-    { cwd, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   );
 
   // A worker that dies without afterAll() must not leave an orphaned emulator behind.
@@ -135,6 +143,15 @@ export async function startAzurite(): Promise<AzuriteHandle> {
     throw err;
   }
 
+  return { port, stop };
+}
+
+/**
+ * Runs Azurite's blob service as a child process on 127.0.0.1 with an OS-assigned port
+ * (Azurite 3.35 accepts --blobPort 0 and prints the bound address) and in-memory storage.
+ */
+export async function startAzurite(): Promise<AzuriteHandle> {
+  const { port, stop } = await launchAzurite();
   const blobEndpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT_NAME}`;
   let closed = false;
   return {
@@ -145,6 +162,40 @@ export async function startAzurite(): Promise<AzuriteHandle> {
     connectionString:
       `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT_NAME};` +
       `AccountKey=${AZURITE_ACCOUNT_KEY};BlobEndpoint=${blobEndpoint};`,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await stop();
+    },
+  };
+}
+
+export interface HttpsAzuriteOptions {
+  /** PEM files of the server certificate and its key (Azurite's `--cert` / `--key`). */
+  certFile: string;
+  keyFile: string;
+  /** Storage account name → base64 key: Azurite's accounts instead of devstoreaccount1 (AZURITE_ACCOUNTS). */
+  accounts: Readonly<Record<string, string>>;
+}
+
+export interface HttpsAzuriteHandle {
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Azurite's blob service over HTTPS with accounts of the test's choosing.
+ * Production-style URLs are left on (no `--disableProductStyleUrl`): a
+ * request whose Host is a name with a dot (`ACCOUNT.blob.core.windows.net`)
+ * acts on the account in its first label, as Azure does; a request to an IP
+ * literal (`https://127.0.0.1:PORT/ACCOUNT/…`) names the account in its path.
+ */
+export async function startHttpsAzurite(options: HttpsAzuriteOptions): Promise<HttpsAzuriteHandle> {
+  const accounts = Object.entries(options.accounts).map(([name, key]) => `${name}:${key}`).join(';');
+  const { port, stop } = await launchAzurite(['--cert', options.certFile, '--key', options.keyFile], { AZURITE_ACCOUNTS: accounts });
+  let closed = false;
+  return {
+    port,
     async close() {
       if (closed) return;
       closed = true;
