@@ -2,14 +2,14 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
-import { runBigPut, runLoad, type LoadResult, type LoadSpec, type LoadTools } from './load.js';
+import { runBigPut, runFirstRequests, runLoad, type LoadResult, type LoadSpec, type LoadTools } from './load.js';
 import { childScript, REPO_ROOT } from './paths.js';
 import { cpuSnapshot, findBinary, foreignCores, jsonLine, memoryOf, removeScratch, resetPeak, sleep, spawnChild, stopAll, stopChild, trackScratch, waitForLine } from './proc.js';
 import { summariseProfile, type CpuProfile } from './profile.js';
-import { evaluateGoals, renderMarkdown, summarise, type BenchResult, type LogResult, type Machine, type MicroResult, type Sample, type Series, type TargetSummary } from './report.js';
+import { evaluateGoals, renderMarkdown, summarise, summariseFirst, type BenchResult, type LogResult, type Machine, type MicroResult, type Sample, type Series, type TargetSummary } from './report.js';
 import { LIGHT_RATE, SCENARIOS, s3Headers, type Scenario } from './scenarios.js';
-import { SETTINGS } from './settings.js';
-import { directTarget, nginxVersion, startBare, startNginx, startResidency, startUpstream, type Placement, type Target, type Upstream } from './targets.js';
+import { INTERCEPT, NEW_HOSTS, PATHS, SETTINGS } from './settings.js';
+import { directTarget, nginxVersion, startBare, startNginx, startResidency, startUpstream, writeBenchPki, type Placement, type Target, type Upstream } from './targets.js';
 
 export interface BenchOptions {
   rounds: number;
@@ -20,7 +20,7 @@ export interface BenchOptions {
   /** Include the streaming 1 GiB uploads. */
   big: boolean;
   bigRounds: number;
-  /** Target names to run (direct, bare, nginx, and setting names); null: all. */
+  /** Target names to run (direct, bare, nginx, nginx-tls, setting names, intercept-https); null: all. */
   targets: readonly string[] | null;
   /** Scenario names to run; null: all that the mode includes. */
   scenarios: readonly string[] | null;
@@ -144,8 +144,8 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
   if (o.tool === 'wrk' && wrk === null) throw new Error('--tool wrk: wrk is not installed');
   if (wrk === null && o.tool === 'auto') notes.push('wrk not found: load from autocannon (fixed-rate light load, 1 ms-accurate histograms replaced by exact samples)');
   const want = (name: string) => o.targets === null || o.targets.includes(name);
-  const nginxBinary = want('nginx') ? findBinary('nginx') : null;
-  if (want('nginx') && nginxBinary === null) notes.push('nginx not found: the nginx peer is skipped');
+  const nginxBinary = want('nginx') || want('nginx-tls') ? findBinary('nginx') : null;
+  if ((want('nginx') || want('nginx-tls')) && nginxBinary === null) notes.push('nginx not found: the nginx and nginx-tls peers are skipped');
 
   const tmpDir = mkdtempSync(join(tmpdir(), 'residency-bench-'));
   trackScratch(tmpDir);
@@ -172,6 +172,8 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
     return !o.quick || s.quick;
   });
   const settings = SETTINGS.filter((s) => want(s.name));
+  // The intercepted-HTTPS comparison needs certificates, a TLS upstream and its DNS server: set up only when one of its scenarios runs.
+  const httpsWanted = scenarios.some((s) => s.kind === 'https' || s.kind === 'first') && (want(INTERCEPT.name) || want('nginx-tls'));
 
   const series: Series[] = [];
   const targetsUp: Target[] = [];
@@ -181,19 +183,23 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
     started.push({ name: t.name, kind: t.kind, detail: t.detail });
   };
   let upstream: Upstream | null = null;
+  let tlsUpstream: Upstream | null = null;
+  let firstRequest: BenchResult['firstRequest'] = null;
   let micro: MicroResult[] = [];
   let decisionLog: LogResult[] = [];
   let profile: BenchResult['profile'] = null;
   let peakResetWorks = true;
 
   const spec = (scenario: Scenario, target: Target, durationSec: number): LoadSpec => ({
-    url: `${target.url}${scenario.path}`,
+    url: target.client ? target.client.url(scenario.path) : `${target.url}${scenario.path}`,
     method: scenario.method,
     headers: s3Headers(scenario.method, scenario.path.startsWith('/eu/') ? 'eu-west-1' : 'us-east-1'),
     bodyBytes: scenario.bodyBytes,
-    connections: scenario.kind === 'load' && o.connections !== null ? o.connections : scenario.connections,
+    connections: (scenario.kind === 'load' || scenario.kind === 'https') && o.connections !== null ? o.connections : scenario.connections,
     durationSec,
     ...(scenario.kind === 'light' ? { rate: LIGHT_RATE } : {}),
+    // The same client for every target of the comparison, whatever --tool says.
+    ...(scenario.kind === 'https' ? { client: 'undici' as const, ...(target.client ? { caFile: target.client.caFile } : {}), ...(target.client?.proxy ? { proxy: target.client.proxy } : {}) } : {}),
   });
 
   let disturbed = 0;
@@ -266,6 +272,7 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
       peakRss,
       errors,
       unexpected,
+      loadCpu: r?.loadCpu ?? null,
     };
   };
 
@@ -289,7 +296,7 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
     upstream = await startUpstream(place);
     if (want('direct')) up(directTarget(upstream));
     if (want('bare')) up(await startBare(upstream, place));
-    if (nginxBinary) {
+    if (nginxBinary && want('nginx')) {
       try {
         up(await startNginx(nginxBinary, upstream, place));
       } catch (err) {
@@ -301,10 +308,28 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
       if (t.skipped.length > 0) notes.push(`${setting.name}: features skipped: ${t.skipped.join(', ')}`);
       up(t);
     }
+    if (httpsWanted) {
+      const pki = await writeBenchPki(tmpDir);
+      tlsUpstream = await startUpstream(place, pki);
+      if (nginxBinary && want('nginx-tls')) {
+        try {
+          up(await startNginx(nginxBinary, tlsUpstream, place, pki));
+        } catch (err) {
+          notes.push(`nginx-tls could not be started, skipped: ${(err as Error).message.split('\n')[0]}`);
+        }
+      }
+      if (want(INTERCEPT.name)) {
+        const t = await startResidency(INTERCEPT, tlsUpstream, place, { pki });
+        if (t.skipped.length > 0) notes.push(`${INTERCEPT.name}: features skipped: ${t.skipped.join(', ')}`);
+        up(t);
+      }
+      if (!want(INTERCEPT.plain)) notes.push(`intercepted HTTPS: ${INTERCEPT.plain} (the plain setting it is compared with) was not among the targets, so there is no × plain ratio`);
+    }
 
     const runnable = (scenario: Scenario) => targetsUp.filter((t) => scenario.appliesTo(t));
-    const loadScenarios = scenarios.filter((s) => s.kind !== 'big');
+    const loadScenarios = scenarios.filter((s) => s.kind !== 'big' && s.kind !== 'first');
     const bigScenarios = scenarios.filter((s) => s.kind === 'big');
+    const firstScenarios = scenarios.filter((s) => s.kind === 'first');
     const runs = loadScenarios.reduce((a, s) => a + runnable(s).length, 0);
     const bigRuns = bigScenarios.reduce((a, s) => a + runnable(s).length, 0);
     log(`bench: ${targetsUp.map((t) => t.name).join(', ')}; ${runs} runs per round; about ${Math.ceil((runs * (o.warmupSec + o.rounds * (o.durationSec + 0.3))) / 60)} min for the load rounds${bigRuns > 0 ? ` + ${bigRuns * o.bigRounds} uploads of 1 GiB` : ''}`);
@@ -326,6 +351,30 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
       log(`1 GiB uploads, round ${round + 1}/${o.bigRounds}`);
       for (const scenario of bigScenarios) {
         for (const target of roundOrder(runnable(scenario), round)) record(scenario, target, await measure(scenario, target, round));
+      }
+    }
+    // Once per run, after the load rounds: each host is new only once to a running proxy.
+    for (const scenario of firstScenarios) {
+      for (const target of runnable(scenario)) {
+        const { client } = target;
+        if (!client?.proxy || !tlsUpstream) continue;
+        log(`first request to ${NEW_HOSTS.length} new hosts → ${target.name}`);
+        await waitForQuiet();
+        const times = await runFirstRequests(
+          {
+            mode: 'first',
+            proxy: client.proxy,
+            caFile: client.caFile,
+            headers: s3Headers('GET', 'us-east-1'),
+            newUrls: NEW_HOSTS.map((host) => `https://${host}:${tlsUpstream!.port}${scenario.path}`),
+            knownUrl: client.url(`${PATHS.allowed}${scenario.path}`),
+          },
+          scenario.expectStatus(target),
+          tools,
+        );
+        firstRequest = summariseFirst(target.name, times);
+        const f = firstRequest;
+        log(`  new host ${f.newHost.medianMs.toFixed(2)} ms, known host on a new tunnel ${f.newTunnel.medianMs.toFixed(2)} ms, warm tunnel ${f.warm.medianMs.toFixed(3)} ms (medians over ${f.hosts} hosts)`);
       }
     }
     if (!peakResetWorks) notes.push('could not reset peak RSS (/proc/PID/clear_refs): peak RSS is the process lifetime peak');
@@ -377,6 +426,7 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
   } finally {
     for (const t of targetsUp) await t.stop().catch(() => {});
     if (upstream) await stopChild(upstream.child);
+    if (tlsUpstream) await stopChild(tlsUpstream.child);
     await stopAll();
   }
 
@@ -420,6 +470,7 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
     decisionLog,
     goals: evaluateGoals(rows, series, micro, decisionLog, settings.map((s) => s.name)),
     profile,
+    firstRequest,
     notes,
   };
   if (o.outDir !== null) writeResults(result, o.outDir, log);

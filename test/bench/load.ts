@@ -14,10 +14,16 @@ export interface LoadSpec {
   durationSec: number;
   /** Open-loop request rate (autocannon's overallRate); wrk has no rate control and runs closed-loop instead. */
   rate?: number;
+  /** undici: the closed-loop Node client (the one load tool that speaks CONNECT), whatever --tool says. */
+  client?: 'undici';
+  /** undici only: http://127.0.0.1:PORT of a forward proxy to tunnel through (CONNECT, keep-alive tunnels). */
+  proxy?: string;
+  /** undici only: a PEM file of the CA to trust for https. */
+  caFile?: string;
 }
 
 export interface LoadResult {
-  tool: 'wrk' | 'autocannon';
+  tool: 'wrk' | 'autocannon' | 'undici';
   requests: number;
   seconds: number;
   rps: number;
@@ -28,6 +34,8 @@ export interface LoadResult {
   errors: number;
   /** Responses whose status was not the expected one (wrk: only tells < 400 from ≥ 400). */
   unexpected: number;
+  /** undici only: CPU cores the load generator used (near 1: the client, not the target, set the pace). */
+  loadCpu?: number;
 }
 
 export interface LoadTools {
@@ -41,7 +49,8 @@ export interface LoadTools {
 }
 
 export async function runLoad(spec: LoadSpec, expectStatus: number, tools: LoadTools): Promise<LoadResult> {
-  return tools.wrk ? runWrk(spec, expectStatus, tools) : runAutocannon(spec, expectStatus, tools);
+  if (spec.client === 'undici') return runNodeLoad('undici', spec, expectStatus, tools);
+  return tools.wrk ? runWrk(spec, expectStatus, tools) : runNodeLoad('autocannon', spec, expectStatus, tools);
 }
 
 const lua = (s: string) => JSON.stringify(s); // ASCII only: a JSON string is a valid Lua string literal.
@@ -99,26 +108,25 @@ async function runWrk(spec: LoadSpec, expectStatus: number, tools: LoadTools): P
   };
 }
 
-async function runAutocannon(spec: LoadSpec, expectStatus: number, tools: LoadTools): Promise<LoadResult> {
-  const child = spawnChild({
-    name: 'autocannon',
-    command: process.execPath,
-    args: [childScript('autocannon-child'), JSON.stringify(spec)],
-    cpu: tools.cpu,
-    taskset: tools.taskset,
-  });
-  let r: Record<string, unknown>;
+/** A pinned Node child that prints one {"msg":"result",…} line. */
+async function nodeChild(name: string, arg: unknown, tools: LoadTools, timeoutSec: number): Promise<Record<string, unknown>> {
+  const child = spawnChild({ name, command: process.execPath, args: [childScript(name), JSON.stringify(arg)], cpu: tools.cpu, taskset: tools.taskset });
   try {
-    r = await waitForLine(child, (l) => (jsonLine(l)?.msg === 'result' ? jsonLine(l) : undefined), (spec.durationSec + 30) * 1000);
+    return await waitForLine(child, (l) => (jsonLine(l)?.msg === 'result' ? jsonLine(l) : undefined), timeoutSec * 1000);
   } finally {
     await stopChild(child, 5_000);
   }
+}
+
+/** autocannon-child or undici-load-child: the same result line. */
+async function runNodeLoad(tool: 'autocannon' | 'undici', spec: LoadSpec, expectStatus: number, tools: LoadTools): Promise<LoadResult> {
+  const r = await nodeChild(tool === 'autocannon' ? 'autocannon-child' : 'undici-load-child', spec, tools, spec.durationSec + 30);
   const requests = r.requests as number;
   const seconds = r.seconds as number;
   const statuses = r.statuses as Record<string, number>;
   const expected = statuses[String(expectStatus)] ?? 0;
   return {
-    tool: 'autocannon',
+    tool,
     requests,
     seconds,
     rps: requests / seconds,
@@ -127,6 +135,42 @@ async function runAutocannon(spec: LoadSpec, expectStatus: number, tools: LoadTo
     p99Ms: r.p99Ms as number,
     errors: r.errors as number,
     unexpected: Object.values(statuses).reduce((a, b) => a + b, 0) - expected,
+    ...(typeof r.loadCpu === 'number' ? { loadCpu: r.loadCpu } : {}),
+  };
+}
+
+/** The first-request probe: for each new host, a fresh tunnel's first request and a second on it; between them, a fresh tunnel to a known host. */
+export interface FirstRequestSpec {
+  mode: 'first';
+  proxy: string;
+  caFile: string;
+  headers: Record<string, string>;
+  /** One URL per host never requested before. */
+  newUrls: string[];
+  /** A URL on a host the load rounds already used (certificate minted, name resolved, upstream connections pooled). */
+  knownUrl: string;
+}
+
+/** Milliseconds per host, in order. */
+export interface FirstRequestTimes {
+  newHostMs: number[];
+  newTunnelMs: number[];
+  warmMs: number[];
+  /** Responses that were not the expected status, and failed requests. */
+  unexpected: number;
+  errors: number;
+}
+
+export async function runFirstRequests(spec: FirstRequestSpec, expectStatus: number, tools: LoadTools): Promise<FirstRequestTimes> {
+  const r = await nodeChild('undici-load-child', spec, tools, 60 + spec.newUrls.length * 10);
+  const statuses = r.statuses as Record<string, number>;
+  const total = Object.values(statuses).reduce((a, b) => a + b, 0);
+  return {
+    newHostMs: r.newHostMs as number[],
+    newTunnelMs: r.newTunnelMs as number[],
+    warmMs: r.warmMs as number[],
+    unexpected: total - (statuses[String(expectStatus)] ?? 0),
+    errors: r.errors as number,
   };
 }
 
@@ -145,18 +189,7 @@ export async function runBigPut(
   tools: LoadTools,
   timeoutSec: number,
 ): Promise<BigPutResult> {
-  const child = spawnChild({
-    name: 'big-put',
-    command: process.execPath,
-    args: [childScript('big-put-child'), JSON.stringify({ url, bytes, framing, headers, timeoutSec })],
-    cpu: tools.cpu,
-    taskset: tools.taskset,
-  });
-  try {
-    const r = await waitForLine(child, (l) => (jsonLine(l)?.msg === 'result' ? jsonLine(l) : undefined), (timeoutSec + 10) * 1000);
-    if (typeof r.error === 'string') throw new Error(`1 GiB PUT to ${url} failed: ${r.error}`);
-    return { seconds: r.seconds as number, bytes: r.bytes as number, status: r.status as number };
-  } finally {
-    await stopChild(child, 5_000);
-  }
+  const r = await nodeChild('big-put-child', { url, bytes, framing, headers, timeoutSec }, tools, timeoutSec + 10);
+  if (typeof r.error === 'string') throw new Error(`1 GiB PUT to ${url} failed: ${r.error}`);
+  return { seconds: r.seconds as number, bytes: r.bytes as number, status: r.status as number };
 }

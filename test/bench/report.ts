@@ -19,6 +19,8 @@ export interface Sample {
   unexpected: number;
   /** CPU cores' worth of other work on the machine during the run (null where /proc is unreadable). */
   foreignCores: number | null;
+  /** CPU cores the load generator used (the undici client only; else null). */
+  loadCpu?: number | null;
 }
 
 export interface Series {
@@ -53,6 +55,11 @@ export interface Row {
   vsBare: number | null;
   vsDirect: number | null;
   vsNginx: number | null;
+  /** Intercepted-HTTPS comparison: paired ratios to the plain setting and to nginx-tls (absent in older results). */
+  vsPlain?: number | null;
+  vsNginxTls?: number | null;
+  /** Median CPU cores of the undici client. */
+  loadCpu?: number | null;
   /** Light load: median of per-round p50/p99 differences to the bare proxy, ms. */
   addedP50Ms: number | null;
   addedP99Ms: number | null;
@@ -110,7 +117,33 @@ export interface BenchResult {
   decisionLog: LogResult[];
   goals: Goal[];
   profile: { file: string; setting: string; scenario: string; summary: ProfileSummary } | null;
+  /** The first request through a fresh tunnel to hosts never seen before (absent in older results). */
+  firstRequest?: FirstRequestResult | null;
   notes: string[];
+}
+
+/** Milliseconds: median and slowest over the hosts. */
+export interface Spread {
+  medianMs: number;
+  maxMs: number;
+}
+
+export interface FirstRequestResult {
+  target: string;
+  hosts: number;
+  /** A fresh tunnel's first request to a new host: CONNECT, a certificate minted, the name resolved, a new upstream TLS connection. */
+  newHost: Spread;
+  /** A fresh tunnel's first request to a known host: CONNECT, the cached certificate, pooled upstream connections. */
+  newTunnel: Spread;
+  /** The second request on the new host's tunnel. */
+  warm: Spread;
+  errors: number;
+  unexpected: number;
+}
+
+export function summariseFirst(target: string, t: { newHostMs: number[]; newTunnelMs: number[]; warmMs: number[]; errors: number; unexpected: number }): FirstRequestResult {
+  const spread = (xs: number[]): Spread => ({ medianMs: median(xs), maxMs: xs.length === 0 ? NaN : Math.max(...xs) });
+  return { target, hosts: t.newHostMs.length, newHost: spread(t.newHostMs), newTunnel: spread(t.newTunnelMs), warm: spread(t.warmMs), errors: t.errors, unexpected: t.unexpected };
 }
 
 export const MIB = 1024 * 1024;
@@ -149,10 +182,8 @@ const medianOrNull = (values: (number | null)[]): number | null => {
 
 export function summarise(series: readonly Series[], scenarios: readonly Scenario[], targets: readonly TargetSummary[]): Row[] {
   const rows: Row[] = [];
-  const find = (scenario: string, kind: TargetKind) => {
-    const t = targets.find((x) => x.kind === kind);
-    return t ? series.find((s) => s.scenario === scenario && s.target === t.name) : undefined;
-  };
+  // The series of this scenario run by a target of this kind (the https scenarios run one residency setting: the plain peer).
+  const find = (scenario: string, kind: TargetKind) => series.find((s) => s.scenario === scenario && targets.some((t) => t.name === s.target && t.kind === kind));
   for (const scenario of scenarios) {
     for (const target of targets) {
       const s = series.find((x) => x.scenario === scenario.name && x.target === target.name);
@@ -163,6 +194,7 @@ export function summarise(series: readonly Series[], scenarios: readonly Scenari
         const other = find(scenario.name, kind);
         return other && other.target !== target.name ? pairedRatio(s.samples, other.samples, metric) : null;
       };
+      const https = scenario.kind === 'https';
       const bare = find(scenario.name, 'bare');
       const light = scenario.kind === 'light' && bare && bare.target !== target.name;
       rows.push({
@@ -183,6 +215,9 @@ export function summarise(series: readonly Series[], scenarios: readonly Scenari
         vsBare: ratio('bare'),
         vsDirect: ratio('direct'),
         vsNginx: ratio('nginx'),
+        vsPlain: https ? ratio('residency') : null,
+        vsNginxTls: https ? ratio('nginx-tls') : null,
+        loadCpu: medianOrNull(s.samples.map((x) => x.loadCpu ?? null)),
         addedP50Ms: light ? pairedDiff(s.samples, bare.samples, (x) => x.p50Ms) : null,
         addedP99Ms: light ? pairedDiff(s.samples, bare.samples, (x) => x.p99Ms) : null,
         errors: s.samples.reduce((a, x) => a + x.errors, 0),
@@ -304,6 +339,35 @@ function loadCells(r: Row): string[] {
 const LIGHT_COLUMNS = ['target', 'req/s', 'p50 ms', 'p99 ms', 'added p50 ms vs bare', 'added p99 ms vs bare', 'other CPU'] as const;
 const lightCells = (r: Row) => [r.target, num(r.rps), ms(r.p50Ms), ms(r.p99Ms), signedMs(r.addedP50Ms), signedMs(r.addedP99Ms), cores(r.foreignCores)];
 
+/** Columns of the intercepted-HTTPS table; the smoke test checks them. */
+export const HTTPS_COLUMNS = ['scenario', 'target', 'req/s', 'p50 ms', 'p99 ms', '× plain', '× nginx-tls', 'client CPU', 'errors', 'other CPU'] as const;
+const httpsCells = (r: Row) => {
+  const errs = r.errors + r.unexpected;
+  return [r.title, r.target, num(r.rps), ms(r.p50Ms), ms(r.p99Ms), ratio(r.vsPlain ?? null), ratio(r.vsNginxTls ?? null), cores(r.loadCpu ?? null), errs === 0 ? '0' : `${r.errors} err, ${r.unexpected} bad status`, cores(r.foreignCores)];
+};
+
+function httpsTitle(rows: readonly Row[]): string {
+  const plain = rows.find((r) => r.targetKind === 'residency')?.target ?? 'the plain setting';
+  return (
+    `Intercepted HTTPS: one closed-loop undici client drives all three (same connections and duration as the other load): ${plain} over plain HTTP; ` +
+    `intercept-https, the same policy through CONNECT tunnels (TLS to the proxy under a minted certificate, TLS from the proxy to a TLS upstream); ` +
+    `nginx-tls, nginx terminating TLS the same way in front of the same TLS upstream. Connections and tunnels are open before the clock starts. ` +
+    `"client CPU": the client's CPU cores (near 1.00: the client, not the target, set the pace).`
+  );
+}
+
+const FIRST_COLUMNS = ['request', 'median ms', 'slowest ms'] as const;
+function firstRows(f: FirstRequestResult): string[][] {
+  const row = (label: string, x: Spread) => [label, ms(x.medianMs), ms(x.maxMs)];
+  return [
+    row('first request to a new host on a new tunnel: CONNECT, certificate minted, name resolved, new TLS connection to the upstream', f.newHost),
+    row('first request to a known host on a new tunnel: CONNECT, cached certificate, pooled upstream connection', f.newTunnel),
+    row('second request on the new host\'s tunnel (warm)', f.warm),
+  ];
+}
+const firstTitle = (f: FirstRequestResult) =>
+  `First request to a new host (${f.target}: ${f.hosts} host names never seen before, one at a time, after the load rounds; time at the client)${f.errors + f.unexpected > 0 ? ` [${f.errors} errors, ${f.unexpected} unexpected status]` : ''}:`;
+
 const BIG_COLUMNS = ['scenario', 'target', 'wall s', 'MB/s', 'RSS before MiB', 'peak RSS MiB', 'growth MiB', '× bare', '× direct', '× nginx', 'other CPU'] as const;
 const bigCells = (r: Row) => [r.title, r.target, num(r.seconds, 2), num(r.mbps, 1), num(r.rssBeforeMiB, 1), num(r.peakRssMiB, 1), num(r.rssGrowthMiB, 1), ratio(r.vsBare), ratio(r.vsDirect), ratio(r.vsNginx), cores(r.foreignCores)];
 
@@ -338,6 +402,8 @@ interface Rendered {
   load: [readonly string[], string[][]];
   light: [readonly string[], string[][]];
   big: [readonly string[], string[][]];
+  https: [readonly string[], string[][]];
+  first: [readonly string[], string[][]];
   micro: [readonly string[], string[][]];
   log: [readonly string[], string[][]];
   goals: [readonly string[], string[][]];
@@ -355,6 +421,8 @@ function tables(result: BenchResult): Rendered {
     load: [LOAD_COLUMNS, result.rows.filter((r) => r.kind === 'load').map(loadCells)],
     light: [LIGHT_COLUMNS, result.rows.filter((r) => r.kind === 'light').map(lightCells)],
     big: [BIG_COLUMNS, result.rows.filter((r) => r.kind === 'big').map(bigCells)],
+    https: [HTTPS_COLUMNS, result.rows.filter((r) => r.kind === 'https').map(httpsCells)],
+    first: [FIRST_COLUMNS, result.firstRequest ? firstRows(result.firstRequest) : []],
     micro: [['operation', 'ns/op (median)', 'ns/op (mean)', 'budget'], result.micro.map((m) => [m.name, num(m.nsPerOp, 0), num(m.meanNsPerOp, 0), m.targetNs === undefined ? '' : `< ${num(m.targetNs)} ns`])],
     log: [
       ['decision log', 'writers', 'records', 'records/s'],
@@ -392,9 +460,12 @@ function header(result: BenchResult): string[] {
 
 export function renderText(result: BenchResult): string {
   const t = tables(result);
-  const out = [...header(result), '', textTable(...t.load)];
+  const out = [...header(result)];
+  if (t.load[1].length > 0) out.push('', textTable(...t.load));
   if (t.light[1].length > 0) out.push('', 'Light load (one connection):', textTable(...t.light));
   if (t.big[1].length > 0) out.push('', 'Streaming 1 GiB uploads:', textTable(...t.big));
+  if (t.https[1].length > 0) out.push('', httpsTitle(result.rows.filter((r) => r.kind === 'https')), textTable(...t.https));
+  if (result.firstRequest) out.push('', firstTitle(result.firstRequest), textTable(...t.first));
   if (t.micro[1].length > 0) out.push('', textTable(...t.micro));
   if (t.log[1].length > 0) out.push('', textTable(...t.log));
   if (t.goals[1].length > 0) out.push('', GOALS_TITLE, textTable(...t.goals));
@@ -408,9 +479,12 @@ export function renderText(result: BenchResult): string {
 
 export function renderMarkdown(result: BenchResult): string {
   const t = tables(result);
-  const out = [...header(result), '', 'Targets:', '', ...result.targets.map((x) => `- **${x.name}**: ${x.detail}`), '', markdownTable(...t.load)];
+  const out = [...header(result), '', 'Targets:', '', ...result.targets.map((x) => `- **${x.name}**: ${x.detail}`)];
+  if (t.load[1].length > 0) out.push('', markdownTable(...t.load));
   if (t.light[1].length > 0) out.push('', 'Light load (one connection):', '', markdownTable(...t.light));
   if (t.big[1].length > 0) out.push('', 'Streaming 1 GiB uploads (generated body, never held in memory):', '', markdownTable(...t.big));
+  if (t.https[1].length > 0) out.push('', httpsTitle(result.rows.filter((r) => r.kind === 'https')), '', markdownTable(...t.https));
+  if (result.firstRequest) out.push('', firstTitle(result.firstRequest), '', markdownTable(...t.first));
   if (t.micro[1].length > 0) out.push('', 'Micro-benchmarks (tinybench):', '', markdownTable(...t.micro));
   if (t.log[1].length > 0) out.push('', markdownTable(...t.log));
   if (t.goals[1].length > 0) out.push('', GOALS_TITLE, '', markdownTable(...t.goals));

@@ -6,7 +6,7 @@ import { RESULTS_DIR } from './paths.js';
 import { cleanupSync, stopAll } from './proc.js';
 import { renderText } from './report.js';
 import { SCENARIOS } from './scenarios.js';
-import { SETTINGS } from './settings.js';
+import { INTERCEPT, SETTINGS } from './settings.js';
 
 const USAGE = `Usage: npm run bench -- [options]
 
@@ -16,7 +16,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --quick               smoke run: 1 round of 1 s, no 1 GiB uploads, no profile
   --big                 add the streaming 1 GiB uploads (Content-Length and chunked)
   --big-rounds N        rounds of 1 GiB uploads (default ${DEFAULT_OPTIONS.bigRounds})
-  --targets a,b         of: direct, bare, nginx, ${SETTINGS.map((s) => s.name).join(', ')}
+  --targets a,b         of: direct, bare, nginx, ${SETTINGS.map((s) => s.name).join(', ')},
+                        and for the intercepted-HTTPS comparison (https-* scenarios): ${INTERCEPT.name}, nginx-tls
+                        (compared with ${INTERCEPT.plain}; all three run by default)
   --scenarios a,b       of: ${SCENARIOS.map((s) => s.name).join(', ')}
   --tool T              auto (wrk if installed), wrk or autocannon
   --connections N       connections for the saturating scenarios

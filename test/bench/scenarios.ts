@@ -1,6 +1,7 @@
-import { PATHS } from './settings.js';
+import { INTERCEPT, PATHS } from './settings.js';
 
-export type TargetKind = 'direct' | 'bare' | 'nginx' | 'residency';
+/** intercept: residency-proxy as a forward proxy (CONNECT); nginx-tls: nginx terminating TLS in front of the TLS upstream. */
+export type TargetKind = 'direct' | 'bare' | 'nginx' | 'residency' | 'intercept' | 'nginx-tls';
 
 /** What a scenario needs to know about a target. */
 export interface TargetInfo {
@@ -13,8 +14,12 @@ export interface TargetInfo {
 export interface Scenario {
   readonly name: string;
   readonly title: string;
-  /** load: saturating closed loop; light: one connection (fixed rate with autocannon); big: one streaming upload. */
-  readonly kind: 'load' | 'light' | 'big';
+  /**
+   * load: saturating closed loop; light: one connection (fixed rate with autocannon); big: one streaming upload;
+   * https: saturating closed loop from the undici client, for the intercepted-HTTPS comparison;
+   * first: the first request to new hosts through fresh tunnels, once per run.
+   */
+  readonly kind: 'load' | 'light' | 'big' | 'https' | 'first';
   readonly method: 'GET' | 'PUT';
   readonly path: string;
   readonly bodyBytes: number;
@@ -45,8 +50,11 @@ export function s3Headers(method: 'GET' | 'PUT', region: string): Record<string,
   };
 }
 
-const everyone = () => true;
+// wrk and autocannon speak plain HTTP without CONNECT: the TLS targets take the https scenarios only.
+const everyone = (t: TargetInfo) => t.kind !== 'intercept' && t.kind !== 'nginx-tls';
 const ok = () => 200;
+/** The intercepted-HTTPS comparison: the forward proxy, the plain setting it is compared with, nginx terminating TLS. */
+const httpsPeers = (t: TargetInfo) => t.kind === 'intercept' || t.kind === 'nginx-tls' || t.name === INTERCEPT.plain;
 
 export const SCENARIOS: readonly Scenario[] = [
   {
@@ -127,6 +135,45 @@ export const SCENARIOS: readonly Scenario[] = [
     quick: true,
     // Added latency is measured against the bare proxy; nginx and direct give the floor.
     appliesTo: everyone,
+    expectStatus: ok,
+  },
+  {
+    name: 'https-get-small',
+    title: 'small GET (undici client)',
+    kind: 'https',
+    method: 'GET',
+    path: `${PATHS.allowed}/small.txt`,
+    bodyBytes: 0,
+    connections: 32,
+    mbps: false,
+    quick: true,
+    appliesTo: httpsPeers,
+    expectStatus: ok,
+  },
+  {
+    name: 'https-put-small',
+    title: 'small PUT allowed, 128 B (undici client)',
+    kind: 'https',
+    method: 'PUT',
+    path: `${PATHS.allowed}/small.bin`,
+    bodyBytes: 128,
+    connections: 32,
+    mbps: false,
+    quick: true,
+    appliesTo: httpsPeers,
+    expectStatus: ok,
+  },
+  {
+    name: 'https-first-request',
+    title: 'first request to a new host',
+    kind: 'first',
+    method: 'GET',
+    path: '/small.txt',
+    bodyBytes: 0,
+    connections: 1,
+    mbps: false,
+    quick: true,
+    appliesTo: (t) => t.kind === 'intercept',
     expectStatus: ok,
   },
   {

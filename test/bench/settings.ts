@@ -17,6 +17,18 @@ export interface ConfigContext {
   upstreamUrl: string;
   /** This proxy's own scratch folder (decision log, extra policy files). */
   dir: string;
+  /** The intercepted-HTTPS setting only: its CA files and the bench DNS server (upstreamUrl is then the TLS upstream). */
+  interception?: InterceptionContext;
+}
+
+export interface InterceptionContext {
+  /** The operator CA the proxy mints tunnel certificates from (PEM files). */
+  operatorCertFile: string;
+  operatorKeyFile: string;
+  /** The CA the TLS upstream's certificate chains to (the upstreams' ca_file). */
+  storageCaFile: string;
+  /** 'ip:port' of the DNS server that sends the bucket host names to loopback. */
+  dnsServer: string;
 }
 
 export interface Feature {
@@ -37,6 +49,12 @@ export const PATHS = {
   allowed: '/us/bench-bucket',
   refused: '/eu/bench-bucket',
 } as const;
+
+/** The allowed bucket as an S3 client names it through a forward proxy (virtual-hosted, us-east-1). */
+export const TUNNEL_HOST = 'bench-bucket.s3.us-east-1.amazonaws.com';
+
+/** Buckets seen once each, for the cost of the first request to a new host (resolved to loopback, on the TLS upstream's certificate). */
+export const NEW_HOSTS: readonly string[] = Array.from({ length: 20 }, (_, i) => `new-host-${String(i + 1).padStart(2, '0')}.s3.us-east-1.amazonaws.com`);
 
 const section = (doc: ConfigDoc, key: string): Record<string, unknown> => {
   const current = doc[key];
@@ -189,6 +207,23 @@ export const FEATURES = {
       return { 'shadow.yaml': { ...rest, allowed_jurisdictions: ['US', 'CA'] } };
     },
   },
+  forwardProxy: {
+    name: 'forward-proxy',
+    summary:
+      "forward-proxy mode: CONNECT tunnels intercepted under certificates minted from a bench operator CA; each upstream becomes https://{host} for its region's S3 host names (the TLS upstream's private CA as ca_file, names resolved by a bench DNS server to loopback)",
+    needs: ['forward_proxy.ca', 'upstreams.ca_file', 'dns.servers'],
+    apply(doc, ctx) {
+      const i = ctx.interception;
+      if (i === undefined) throw new Error('forward-proxy: the TLS upstream, CA files and DNS server are missing from the context');
+      doc.forward_proxy = { ca: { cert_file: i.operatorCertFile, key_file: i.operatorKeyFile } };
+      // The same upstreams (names, regions: the rules still match them), reached by S3 host name over TLS instead of by path prefix.
+      const port = new URL(ctx.upstreamUrl).port;
+      for (const u of doc.upstreams as Record<string, unknown>[]) {
+        Object.assign(u, { url: `https://{host}:${port}`, route: { host: `*.s3.${String(u.region)}.amazonaws.com` }, ca_file: i.storageCaFile });
+      }
+      section(doc, 'dns').servers = [i.dnsServer];
+    },
+  },
 } satisfies Record<string, Feature>;
 
 export interface ProxySetting {
@@ -235,6 +270,24 @@ export const SETTINGS: readonly ProxySetting[] = [
     enforce: true,
   },
 ];
+
+const enforceFull = SETTINGS.find((s) => s.name === 'enforce-full')!;
+
+/**
+ * Intercepted HTTPS: enforce-full's policy, reached the way unmodified S3
+ * clients reach real storage (HTTPS_PROXY: CONNECT, TLS to the proxy, TLS
+ * from the proxy to the store). Compared with enforce-full over plain HTTP
+ * because an S3 `{host}` upstream turns request signals on and resolves names
+ * for network location, which enforce-full already does: the two differ only
+ * by the tunnel and the two TLS legs. Not in SETTINGS: wrk cannot drive it.
+ */
+export const INTERCEPT: ProxySetting & { readonly plain: string } = {
+  name: 'intercept-https',
+  plain: enforceFull.name,
+  summary: `${enforceFull.name}'s policy through intercepted CONNECT tunnels: TLS from the client to the proxy (minted certificate), TLS from the proxy to a TLS upstream`,
+  features: [...enforceFull.features, F.forwardProxy],
+  enforce: true,
+};
 
 /** A key's schema node, or undefined. */
 function schemaNode(path: string): unknown {

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runBenchmark } from '../bench/harness.js';
 import { BENCH_OUT, CLI, REPO_ROOT } from '../bench/paths.js';
-import { LOAD_COLUMNS, renderMarkdown, renderText } from '../bench/report.js';
+import { HTTPS_COLUMNS, LOAD_COLUMNS, renderMarkdown, renderText } from '../bench/report.js';
+import { NEW_HOSTS } from '../bench/settings.js';
 
 describe('benchmark harness (smoke)', () => {
   beforeAll(() => {
@@ -69,4 +70,46 @@ describe('benchmark harness (smoke)', () => {
     for (const column of LOAD_COLUMNS) expect(text).toContain(column);
     expect(lines.some((l) => l.startsWith('  get-small → monitor: '))).toBe(true);
   }, 30_000);
+
+  it('measures intercepted HTTPS against the plain setting, and the first request to new hosts', async () => {
+    const result = await runBenchmark({
+      rounds: 1,
+      durationSec: 1.5,
+      warmupSec: 1,
+      // nginx-tls is left out: the smoke test needs no binaries.
+      targets: ['enforce-full', 'intercept-https'],
+      scenarios: ['https-get-small', 'https-first-request'],
+      micro: false,
+      profile: false,
+      retries: 0,
+      maxForeignCores: Infinity,
+      outDir: null,
+      command: 'bench-smoke.test.ts',
+      log: () => {},
+    });
+
+    expect(result.targets.map((t) => [t.name, t.kind])).toEqual([
+      ['enforce-full', 'residency'],
+      ['intercept-https', 'intercept'],
+    ]);
+    expect(result.rows.map((r) => [r.scenario, r.target])).toEqual([
+      ['https-get-small', 'enforce-full'],
+      ['https-get-small', 'intercept-https'],
+    ]);
+    for (const row of result.rows) {
+      expect(row.rps).toBeGreaterThan(0);
+      expect(row.errors + row.unexpected).toBe(0);
+      expect(row.loadCpu).toBeGreaterThan(0);
+    }
+    expect(result.rows[1]!.vsPlain).toBeGreaterThan(0);
+    const first = result.firstRequest!;
+    expect(first).toMatchObject({ target: 'intercept-https', hosts: NEW_HOSTS.length, errors: 0, unexpected: 0 });
+    // A new host costs a mint and two handshakes; a request on a warm tunnel costs neither.
+    expect(first.newHost.medianMs).toBeGreaterThan(first.warm.medianMs);
+
+    const text = renderText(result);
+    for (const column of HTTPS_COLUMNS) expect(text).toContain(column);
+    expect(text).toContain('First request to a new host');
+    expect(renderMarkdown(result)).toMatch(/\| small GET \(undici client\) \| intercept-https \| [\d,]+ \|/);
+  }, 60_000);
 });
