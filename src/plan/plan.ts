@@ -11,7 +11,7 @@ import { readGcs } from './gcs.js';
 import { normalizePath, splitTarget } from './normalize.js';
 import { planningQuery } from './query.js';
 import { reject, requestHasBody, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject, type RequestHeaders, type UploadKind } from './reading.js';
-import { hostnameOf, Router, tunnelUpstream, type RouteMatch, type Upstream } from './route.js';
+import { hostnameOf, Router, type RouteMatch, type Upstream } from './route.js';
 import { readS3, s3TunnelHost } from './s3.js';
 
 export { multipartKey } from './s3.js';
@@ -168,7 +168,7 @@ export class Planner {
    */
   tunnelFor(hostname: string, port: number): Upstream | null {
     const host = hostname.toLowerCase();
-    const upstream = tunnelUpstream(this.upstreams, host, port);
+    const upstream = this.router.tunnel(host, port);
     return upstream !== null && upstream.provider === 's3' && !s3TunnelHost(host) ? null : upstream;
   }
 

@@ -161,8 +161,8 @@ export class Router {
   private readonly routes: readonly Upstream[];
 
   constructor(upstreams: readonly Upstream[]) {
-    // Host+prefix before host-only before prefix-only; longer prefixes first.
-    this.routes = [...upstreams].sort((a, b) => specificity(b) - specificity(a));
+    // Exact hosts before wildcards before no host; a longer wildcard before a shorter one; then longer prefixes first.
+    this.routes = [...upstreams].sort(bySpecificity);
   }
 
   /** `hostname` is lower case without port; `path` is already normalised. */
@@ -186,24 +186,26 @@ export class Router {
     }
     return null;
   }
+
+  /**
+   * The upstream a tunnel to `hostname:port` (a forward proxy's CONNECT) is
+   * opened for: the most specific route that names hosts, admits this one
+   * and sends to this same host and port over TLS (a `{host}` upstream on
+   * that port, or an upstream whose own URL is that origin).
+   * Requests inside must then route to that same origin (tunnelOrigin).
+   */
+  tunnel(hostname: string, port: number): Upstream | null {
+    const sendsThere = (u: Upstream) =>
+      (u.hostTemplate?.scheme ?? u.url.protocol) === 'https:' &&
+      Number((u.hostTemplate?.port ?? u.url.port) || 443) === port &&
+      (u.hostTemplate === null ? u.hostname === hostname : TARGET_HOST.test(hostname));
+    return this.routes.find((u) => u.routeHost !== null && hostMatches(u.routeHost, hostname) && sendsThere(u)) ?? null;
+  }
 }
 
-/**
- * The upstream a tunnel to `hostname:port` (a forward proxy's CONNECT) is
- * opened for: one whose route names hosts and admits this one, and which
- * sends to this same host and port over TLS (a `{host}` upstream on that
- * port, or an upstream whose own URL is that origin). The requests inside
- * are routed like any other; this only decides whether to open the tunnel.
- */
-export function tunnelUpstream(upstreams: readonly Upstream[], hostname: string, port: number): Upstream | null {
-  for (const u of upstreams) {
-    if (u.routeHost === null || !hostMatches(u.routeHost, hostname)) continue;
-    const scheme = u.hostTemplate?.scheme ?? u.url.protocol;
-    const ownPort = Number((u.hostTemplate?.port ?? u.url.port) || 443);
-    if (scheme !== 'https:' || ownPort !== port) continue;
-    if (u.hostTemplate === null ? u.hostname === hostname : TARGET_HOST.test(hostname)) return u;
-  }
-  return null;
+/** The origin a request inside a tunnel to `host:port` must be forwarded to: that host, over TLS. */
+export function tunnelOrigin(host: string, port: number): string {
+  return port === 443 ? `https://${host}` : `https://${host}:${port}`;
 }
 
 /** The origin a `{host}` upstream sends a request for `hostname` to, or null when it is not a host name we connect to. */
@@ -213,8 +215,10 @@ export function targetFor(template: { readonly scheme: string; readonly port: st
   return { origin: `${template.scheme}//${targetHost}`, targetHost };
 }
 
-function specificity(u: Upstream): number {
-  return (u.routeHost !== null ? 100_000 : 0) + (u.routeHost?.startsWith('*.') ? -50_000 : 0) + (u.prefix?.length ?? 0);
+/** Most specific route first (Array.prototype.sort is stable: equal routes keep config order). */
+function bySpecificity(a: Upstream, b: Upstream): number {
+  const hostRank = (u: Upstream) => (u.routeHost === null ? 0 : u.routeHost.startsWith('*.') ? 1 : 2);
+  return hostRank(b) - hostRank(a) || (b.routeHost?.length ?? 0) - (a.routeHost?.length ?? 0) || (b.prefix?.length ?? 0) - (a.prefix?.length ?? 0);
 }
 
 /** Exact match, or a leading `*.` wildcard matching one or more labels. */

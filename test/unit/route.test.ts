@@ -31,6 +31,19 @@ describe('routing', () => {
     expect(m?.forwardPath).toBe(forwardPath);
   });
 
+  it('a longer wildcard wins over a shorter one, whatever the config order', () => {
+    for (const order of [0, 1]) {
+      const upstreams = [
+        '  - { name: all-aws, url: "https://{host}", provider: s3, route: { host: "*.amazonaws.com" } }',
+        '  - { name: ireland, url: "https://{host}", provider: s3, route: { host: "*.s3.eu-west-1.amazonaws.com" }, region: eu-west-1 }',
+      ];
+      if (order === 1) upstreams.reverse();
+      const wildcards = new Router(compileUpstreams(parseConfigText(`upstreams:\n${upstreams.join('\n')}\n`, 'w.yaml')));
+      expect(wildcards.match('bucket.s3.eu-west-1.amazonaws.com', '/k')?.upstream.name).toBe('ireland');
+      expect(wildcards.match('bucket.s3.us-east-1.amazonaws.com', '/k')?.upstream.name).toBe('all-aws');
+    }
+  });
+
   it.each([
     ['proxy.local', '/s3x/bucket'],
     ['proxy.local', '/s3;x/bucket'],
