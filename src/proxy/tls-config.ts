@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import type { Config, ConfigProblem } from '../config/load.js';
 import { InterceptionCaError, loadInterceptionCa, type InterceptionCa } from '../tls/interception-ca.js';
-import { loadServedCertificates, TlsCertificateError } from './tls-listener.js';
+import { loadServedCertificate, TlsCertificateError } from './tls-listener.js';
 import { loadProxyUsers } from './tunnel.js';
 
 /**
@@ -33,12 +33,15 @@ export function tlsProblems(config: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const tls = config.listen.tls;
   if (tls !== undefined) {
-    try {
-      loadServedCertificates(tls.certificates);
-    } catch (err) {
-      if (!(err instanceof TlsCertificateError)) throw err;
-      problems.push({ path: err.path, message: err.detail, expected: err.expected });
-    }
+    // One certificate at a time: loading them all stops at the first bad one, and every problem is reported.
+    tls.certificates.forEach((files, i) => {
+      try {
+        loadServedCertificate(files, `listen.tls.certificates[${i}]`);
+      } catch (err) {
+        if (!(err instanceof TlsCertificateError)) throw err;
+        problems.push({ path: err.path, message: err.detail, expected: err.expected });
+      }
+    });
   }
   config.upstreams.forEach((u, i) => {
     if (u.ca_file === undefined) return;

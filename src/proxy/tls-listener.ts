@@ -38,37 +38,43 @@ export const ALPN = ['http/1.1'];
 
 /** Read and check every configured certificate (synchronous: start-up and reload). The key never appears in an error. */
 export function loadServedCertificates(files: readonly CertificateFiles[], at = 'listen.tls.certificates', now = Date.now()): Served[] {
-  return files.map((f, i) => {
-    const path = `${at}[${i}]`;
-    const read = (key: keyof CertificateFiles, what: string) => {
-      try {
-        return readFileSync(f[key], 'utf8');
-      } catch (err) {
-        throw new TlsCertificateError(`${path}.${key}`, `${f[key]}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, `a readable ${what} file`);
-      }
-    };
-    const cert = read('cert_file', 'PEM certificate');
-    const key = read('key_file', 'PEM private key');
-    let certificate: X509Certificate;
+  return files.map((f, i) => loadServedCertificate(f, `${at}[${i}]`, now));
+}
+
+/**
+ * Read and check one certificate and its key; `path` names it in errors
+ * (`listen.tls.certificates[N]`). Apart from loadServedCertificates so that
+ * check-config can report every bad certificate, not only the first.
+ */
+export function loadServedCertificate(f: CertificateFiles, path: string, now = Date.now()): Served {
+  const read = (key: keyof CertificateFiles, what: string) => {
     try {
-      certificate = new X509Certificate(cert);
-    } catch {
-      throw new TlsCertificateError(`${path}.cert_file`, `${f.cert_file} holds no PEM certificate`, 'a PEM certificate chain, the server certificate first');
+      return readFileSync(f[key], 'utf8');
+    } catch (err) {
+      throw new TlsCertificateError(`${path}.${key}`, `${f[key]}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, `a readable ${what} file`);
     }
-    let privateKey;
-    try {
-      privateKey = createPrivateKey(key);
-    } catch {
-      throw new TlsCertificateError(`${path}.key_file`, `${f.key_file} holds no readable private key`, 'an unencrypted PEM private key');
-    }
-    if (!certificate.checkPrivateKey(privateKey)) {
-      throw new TlsCertificateError(`${path}.key_file`, `${f.key_file} is not the key of the certificate in ${f.cert_file}`, 'the private key of that certificate');
-    }
-    if (Date.parse(certificate.validTo) <= now) {
-      throw new TlsCertificateError(`${path}.cert_file`, `the certificate in ${f.cert_file} expired on ${certificate.validTo}`, 'a certificate valid now');
-    }
-    return { certificate, context: tls.createSecureContext({ cert, key }), pem: { cert, key } };
-  });
+  };
+  const cert = read('cert_file', 'PEM certificate');
+  const key = read('key_file', 'PEM private key');
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(cert);
+  } catch {
+    throw new TlsCertificateError(`${path}.cert_file`, `${f.cert_file} holds no PEM certificate`, 'a PEM certificate chain, the server certificate first');
+  }
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch {
+    throw new TlsCertificateError(`${path}.key_file`, `${f.key_file} holds no readable private key`, 'an unencrypted PEM private key');
+  }
+  if (!certificate.checkPrivateKey(privateKey)) {
+    throw new TlsCertificateError(`${path}.key_file`, `${f.key_file} is not the key of the certificate in ${f.cert_file}`, 'the private key of that certificate');
+  }
+  if (Date.parse(certificate.validTo) <= now) {
+    throw new TlsCertificateError(`${path}.cert_file`, `the certificate in ${f.cert_file} expired on ${certificate.validTo}`, 'a certificate valid now');
+  }
+  return { certificate, context: tls.createSecureContext({ cert, key }), pem: { cert, key } };
 }
 
 export interface DataPlaneTlsEvents {

@@ -57,6 +57,9 @@ export interface TunnelDeps {
   handshakeTimeoutMs?: number;
 }
 
+/** How long an established tunnel whose client has closed its side may take to flush the rest before it is cut. */
+const CLOSED_CLIENT_FLUSH_MS = 2_000;
+
 /** `host:port` of a CONNECT: a DNS name or an IPv4 literal and a port (IPv6 literals are not served). */
 const AUTHORITY = /^([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::(\d{1,5}))$/;
 
@@ -130,9 +133,16 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
   const timer = setTimeout(() => fail('timeout'), deps.handshakeTimeoutMs ?? 10_000);
   timer.unref();
   const failed = (err: NodeJS.ErrnoException) => fail(handshakeReason(err));
-  // The client gave up during the handshake (a half-open TLS socket would wait for the timeout).
   secure.once('end', () => {
-    if (!established) fail('client_closed');
+    // The client gave up during the handshake (a half-open TLS socket would wait for the timeout).
+    if (!established) return fail('client_closed');
+    // The client closed its side of an established tunnel. The HTTP server then ends ours (it serves no
+    // half-open connections), but over TLS to a peer that is gone that last write can stall with neither
+    // an error nor a close (a client reset mid-request body, answered 400 by clientError): the tunnel
+    // would stay open for good. What is left to flush gets a bounded time.
+    const flush = setTimeout(() => secure.destroy(), CLOSED_CLIENT_FLUSH_MS);
+    flush.unref();
+    secure.once('close', () => clearTimeout(flush));
   });
   secure.once('error', failed);
   secure.once('secure', () => {

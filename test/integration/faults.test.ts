@@ -5,11 +5,18 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import tls from 'node:tls';
+import { ProxyAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assertBuilt, proxyConfig, send, serve, writeConfig, type ServedProxy } from '../helpers/audit-serve.js';
 import { verifyLogs } from '../../src/audit/verify.js';
 import { haveRedisServer, startRedis, type TestRedis } from '../helpers/audit-redis.js';
+import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
+import { waitForMetric } from '../helpers/metrics.js';
 import { decisionsOf } from '../helpers/proxy.js';
+import { createTestCa, issueServerCertificate, type TestCa } from '../helpers/test-ca.js';
+import { startTlsStandIn, type TlsStandIn } from '../helpers/tls-stand-in.js';
+import { captureClientHello, connectHead, connectTunnel } from '../helpers/tunnel-client.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
 /**
@@ -381,5 +388,165 @@ describe('Redis goes away under traffic', () => {
     expect(await metric('residency_decision_log_backlog')).toBe(0);
     expect(await metric('residency_fleet_redis_up')).toBe(1);
     expect((await send(port, 'PUT', '/us/bucket/after', 'z')).status).toBe(200);
+  });
+});
+
+/*
+ * Forward-proxy tunnels cut at every stage: CONNECT, the TLS handshake
+ * inside, the requests inside, the upstream's answer. The proxy runs as a
+ * `serve` child in front of a TLS stand-in under a real S3 name (a test DNS
+ * server sends it to loopback). After each fault the process lives and a
+ * normal tunnelled write goes through; at the end no tunnel is left open,
+ * nothing reached the store unrecorded, and SIGTERM exits within the grace.
+ */
+const TUNNEL_HOST = 'bucket.s3.us-east-1.amazonaws.com';
+
+/** A client part-way into a tunnel: `go` takes it away (RST or a graceful end) at that point. */
+interface Cut {
+  raw: Socket;
+  secure?: tls.TLSSocket;
+}
+
+describe('forward-proxy tunnels cut at every stage', () => {
+  let dir: string;
+  let operatorCa: TestCa;
+  let dns: TestDnsServer;
+  let standIn: TlsStandIn;
+  let proxy: ServedProxy;
+  let hello: Buffer;
+  let authority: string;
+
+  beforeAll(async () => {
+    assertBuilt();
+    dir = mkdtempSync(join(tmpdir(), 'residency-faults-tunnel-'));
+    operatorCa = await createTestCa({ subject: 'CN=Operator Interception CA' });
+    const storageCa = await createTestCa({ subject: 'CN=Test Storage CA' });
+    // GETs for objects never stored stream 8 MiB: long enough to cut a client off while the upstream answers.
+    standIn = await startTlsStandIn(await issueServerCertificate(storageCa, [TUNNEL_HOST]), { getBytes: 8 << 20 });
+    dns = await startDnsServer({ [TUNNEL_HOST]: { A: ['127.0.0.1'] } });
+    hello = await captureClientHello(TUNNEL_HOST);
+    authority = `${TUNNEL_HOST}:${standIn.port}`;
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    const config = proxyConfig(`https://${authority}`, { path: join(dir, 'decisions.log') }, {
+      dns: { servers: [dns.address] },
+      forward_proxy: { ca: { cert_file: file('ca.pem', operatorCa.certPem), key_file: file('ca.key', operatorCa.keyPem) } },
+      upstreams: [{ name: 'aws-s3', url: `https://{host}:${standIn.port}`, provider: 's3', route: { host: '*.amazonaws.com' }, ca_file: file('storage-ca.pem', storageCa.certPem) }],
+    });
+    proxy = await serve(writeConfig(dir, 'proxy.yaml', config));
+  });
+  afterAll(async () => {
+    await proxy?.kill('SIGKILL');
+    await standIn?.close();
+    await dns?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** TLS with the proxy's minted certificate over a tunnel's raw socket. */
+  const handshake = async (raw: Socket) => {
+    const secure = tls.connect({ socket: raw, servername: TUNNEL_HOST, ca: operatorCa.certPem });
+    secure.on('error', () => {});
+    await once(secure, 'secureConnect');
+    return secure;
+  };
+  const opened = (bytes: string | Buffer) => {
+    const raw = connect(proxy.port, '127.0.0.1');
+    raw.write(bytes);
+    return raw;
+  };
+
+  let fresh = 0;
+  /** Each stage builds a connection up to its fault point. */
+  const STAGES: Array<[string, () => Promise<Cut>]> = [
+    ['CONNECT head only', async () => ({ raw: opened(connectHead(authority)) })],
+    // A host seen first: the client goes away while its certificate is being minted.
+    ['CONNECT head only, for a host not minted yet', async () => ({ raw: opened(connectHead(`fresh-${++fresh}.s3.us-east-1.amazonaws.com:${standIn.port}`)) })],
+    ['CONNECT head and part of the ClientHello', async () => ({ raw: opened(Buffer.concat([Buffer.from(connectHead(authority)), hello.subarray(0, 60)])) })],
+    ['after the 200, before the handshake', async () => ({ raw: await connectTunnel(proxy.port, authority) })],
+    [
+      'mid-handshake (ClientHello sent, ServerHello received)',
+      async () => {
+        const raw = await connectTunnel(proxy.port, authority);
+        raw.write(hello);
+        await once(raw, 'data');
+        return { raw };
+      },
+    ],
+    [
+      'after the handshake, before any request',
+      async () => {
+        const raw = await connectTunnel(proxy.port, authority);
+        return { raw, secure: await handshake(raw) };
+      },
+    ],
+    [
+      'mid-body of a PUT inside the tunnel',
+      async () => {
+        const raw = await connectTunnel(proxy.port, authority);
+        const secure = await handshake(raw);
+        secure.write(`PUT /cut/mid-body HTTP/1.1\r\nHost: ${authority}\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(5000)}`);
+        return { raw, secure };
+      },
+    ],
+    [
+      'while the upstream answers',
+      async () => {
+        const raw = await connectTunnel(proxy.port, authority);
+        const secure = await handshake(raw);
+        secure.write(`GET /cut/large HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+        await once(secure, 'data');
+        return { raw, secure };
+      },
+    ],
+    ['a CONNECT to a host no upstream serves', async () => ({ raw: opened(connectHead('example.org:443')) })],
+    ['garbage after the CONNECT head', async () => ({ raw: opened(`${connectHead(authority)}GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01\x02`) })],
+  ];
+
+  /** Build the connection, wait `delayMs`, go away, and wait until the socket is closed. */
+  const cutAt = async (stage: () => Promise<Cut>, how: 'reset' | 'end', delayMs: number) => {
+    const { raw, secure } = await stage();
+    raw.on('error', () => {});
+    (secure ?? raw).resume();
+    const closed = once(raw, 'close');
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    if (how === 'reset') raw.resetAndDestroy();
+    else (secure ?? raw).end();
+    await closed;
+  };
+
+  /** A normal write through a fresh tunnel. */
+  const tunnelledPut = async (path: string) => {
+    const agent = new ProxyAgent({ uri: `http://127.0.0.1:${proxy.port}`, requestTls: { ca: operatorCa.certPem } });
+    try {
+      const res = await request(`https://${authority}${path}`, { method: 'PUT', body: 'still here', dispatcher: agent });
+      await res.body.dump();
+      return res.statusCode;
+    } finally {
+      await agent.close();
+    }
+  };
+
+  for (const how of ['reset', 'end'] as const) {
+    it.each(STAGES)(`client ${how}: %s; the proxy lives and tunnels the next write`, async (name, stage) => {
+      for (const delayMs of [0, 1, 5, 20]) await cutAt(stage, how, delayMs);
+      expect(proxy.child.exitCode).toBeNull();
+      expect(proxy.child.signalCode).toBeNull();
+      expect(await tunnelledPut(`/after/${how}/${name.replace(/\W+/g, '-')}`)).toBe(200);
+    });
+  }
+
+  it('no tunnel is left open, nothing reached the store unrecorded, and SIGTERM exits within the grace', async () => {
+    expect(await waitForMetric(proxy.adminPort, 'residency_tunnels_open', {}, (v) => v === 0)).toBe(0);
+    const decided = new Set(decisionsOf(readFileSync(join(dir, 'decisions.log'), 'utf8')).map((r) => r.path));
+    expect(standIn.received.length).toBeGreaterThan(0);
+    expect(standIn.received.filter((r) => !decided.has(r.url)).map((r) => `${r.method} ${r.url}`)).toEqual([]);
+    const started = Date.now();
+    proxy.child.kill('SIGTERM');
+    const exit = await Promise.race([proxy.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    // limits.shutdown_grace_ms is 5 s in these configs.
+    expect(Date.now() - started).toBeLessThan(6_000);
   });
 });

@@ -1,19 +1,29 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import https from 'node:https';
-import { connect, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import tls from 'node:tls';
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
+import {
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import { ProxyAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startProxy, type RunningProxy } from '../helpers/proxy.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import { createTestCa, issueServerCertificate, type TestCa } from '../helpers/test-ca.js';
+import { startTlsStandIn, type TlsStandIn } from '../helpers/tls-stand-in.js';
+import { openTunnel, rawConnect } from '../helpers/tunnel-client.js';
 
 /**
  * Forward-proxy mode with interception, as unmodified clients use it: they
@@ -28,46 +38,11 @@ import { createTestCa, issueServerCertificate, type TestCa } from '../helpers/te
 const US = 'bucket.s3.us-east-1.amazonaws.com';
 const EU = 'bucket.s3.eu-west-1.amazonaws.com';
 
-interface Received {
-  method: string;
-  url: string;
-  host: string;
-  bytes: number;
-  sha256: string;
-}
-
-/** An HTTPS store stand-in: records what it receives (hash and size, never the whole body), answers 200 with the body's ETag. */
-async function startStandIn(cert: { certPem: string; keyPem: string }) {
-  const received: Received[] = [];
-  const objects = new Map<string, Buffer>();
-  const server = https.createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
-    const hash = createHash('sha256');
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    req.on('data', (chunk: Buffer) => {
-      hash.update(chunk);
-      bytes += chunk.length;
-      if (bytes <= 1 << 20) chunks.push(chunk);
-    });
-    req.on('end', () => {
-      received.push({ method: req.method!, url: req.url!.split('?')[0]!, host: req.headers.host ?? '', bytes, sha256: hash.digest('hex') });
-      const key = `${req.headers.host}${req.url!.split('?')[0]}`;
-      if (req.method === 'PUT') objects.set(key, Buffer.concat(chunks));
-      const body = req.method === 'GET' ? (objects.get(key) ?? Buffer.alloc(0)) : Buffer.alloc(0);
-      res.writeHead(200, { etag: '"standin"', 'content-length': body.length });
-      res.end(body);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { server, port: (server.address() as AddressInfo).port, received };
-}
-
 describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', () => {
   let dir: string;
   let operatorCa: TestCa;
   let dns: TestDnsServer;
-  let standIn: Awaited<ReturnType<typeof startStandIn>>;
+  let standIn: TlsStandIn;
   let proxy: RunningProxy;
   let proxyUrl: string;
 
@@ -75,7 +50,7 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
     dir = mkdtempSync(join(tmpdir(), 'residency-forward-proxy-'));
     operatorCa = await createTestCa({ subject: 'CN=Operator Interception CA' });
     const storageCa = await createTestCa({ subject: 'CN=Test Storage CA' });
-    standIn = await startStandIn(await issueServerCertificate(storageCa, [US, EU]));
+    standIn = await startTlsStandIn(await issueServerCertificate(storageCa, [US, EU]));
     dns = await startDnsServer({ [US]: { A: ['127.0.0.1'] }, [EU]: { A: ['127.0.0.1'] } });
     const file = (name: string, text: string) => {
       writeFileSync(join(dir, name), text);
@@ -100,7 +75,7 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
 
   afterAll(async () => {
     await proxy?.close();
-    standIn?.server.close();
+    await standIn?.close();
     await dns?.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -128,13 +103,7 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
   });
 
   it('the AWS SDK v3 through a proxy agent: PutObject and GetObject round-trip in us-east-1; eu-west-1 is AccessDenied', async () => {
-    const client = (region: string) =>
-      new S3Client({
-        region,
-        endpoint: `https://s3.${region}.amazonaws.com:${standIn.port}`,
-        credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' },
-        requestHandler: new NodeHttpHandler({ httpsAgent: new TrustingProxyAgent(proxyUrl, operatorCa.certPem) }),
-      });
+    const client = (region: string) => sdkThroughProxy(region, standIn.port, proxyUrl, operatorCa.certPem);
     const us = client('us-east-1');
     const body = Buffer.from('hello from the sdk\n'.repeat(1000));
     await us.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'sdk/hello.txt', Body: body }));
@@ -182,6 +151,179 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
     expect(res.statusCode).toBe(200);
     await res.body.dump();
   });
+
+  it('the AWS SDK v3 streams a PutObject of known length (aws-chunked, trailing checksum): the store gets the payload and checksum intact', async () => {
+    const size = 4 * 1024 * 1024 + 123;
+    const payload = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) payload[i] = (i * 31 + (i >> 12)) & 0xff;
+    const us = sdkThroughProxy('us-east-1', standIn.port, proxyUrl, operatorCa.certPem);
+    // 64 KiB pieces from a stream: the SDK cannot buffer or hash it up front, so it streams and checksums on the way.
+    const pieces = Array.from({ length: Math.ceil(size / 65536) }, (_, i) => payload.subarray(i * 65536, (i + 1) * 65536));
+    await us.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'sdk/stream.bin', Body: Readable.from(pieces), ContentLength: size }));
+    us.destroy();
+
+    const got = standIn.received.find((r) => r.url === '/sdk/stream.bin')!;
+    expect(got.complete).toBe(true);
+    // The SDK (this pinned version) streams a body it cannot hash up front as aws-chunked with a CRC32 trailer.
+    expect(got.headers).toMatchObject({ 'content-encoding': expect.stringMatching(/aws-chunked/), 'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER' });
+    expect(got.headers['x-amz-decoded-content-length']).toBe(String(size));
+    // The payload and its checksum arrive as the SDK framed them.
+    expect(got.decoded).toMatchObject({ bytes: size, sha256: createHash('sha256').update(payload).digest('hex') });
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(payload));
+    expect(got.decoded!.trailers['x-amz-checksum-crc32']).toBe(crc.toString('base64'));
+    // Byte-exact: the proxy counted (and sent) exactly what the store received, framing included.
+    const record = proxy.decisions().find((d) => d.path === '/sdk/stream.bin')!;
+    expect(record).toMatchObject({ decision: 'allow', status: 200, bytes_in: got.bytes, tunnel: { host: US } });
+  });
+
+  it('the AWS SDK v3 multipart upload: us-east-1 completes through the tunnel; eu-west-1 is refused at CreateMultipartUpload with nothing sent', async () => {
+    const us = sdkThroughProxy('us-east-1', standIn.port, proxyUrl, operatorCa.certPem);
+    const parts = [Buffer.alloc(256 * 1024, 1), Buffer.alloc(100 * 1024, 2)];
+    const { UploadId } = await us.send(new CreateMultipartUploadCommand({ Bucket: 'bucket', Key: 'sdk/multi.bin' }));
+    expect(UploadId).toMatch(/^upload-\d+$/);
+    const etags: string[] = [];
+    for (const [i, body] of parts.entries()) {
+      const { ETag } = await us.send(new UploadPartCommand({ Bucket: 'bucket', Key: 'sdk/multi.bin', UploadId, PartNumber: i + 1, Body: body }));
+      etags.push(ETag!);
+    }
+    const done = await us.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: 'bucket',
+        Key: 'sdk/multi.bin',
+        UploadId,
+        MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+      }),
+    );
+    expect(done.ETag).toBe('"standin-multipart"');
+    us.destroy();
+    const calls = standIn.received.filter((r) => r.url === '/sdk/multi.bin');
+    expect(calls.map((r) => `${r.method} ${r.query.replace(/=[^&]*/g, '')}`)).toEqual([
+      'POST uploads',
+      expect.stringMatching(/^PUT (partNumber&uploadId|uploadId&partNumber)/),
+      expect.stringMatching(/^PUT (partNumber&uploadId|uploadId&partNumber)/),
+      'POST uploadId',
+    ]);
+    const records = proxy.decisions().filter((d) => d.path === '/sdk/multi.bin');
+    expect(records).toHaveLength(4);
+    expect(records.every((d) => d.decision === 'allow' && d.tunnel?.host === US)).toBe(true);
+
+    const before = standIn.received.length;
+    const eu = sdkThroughProxy('eu-west-1', standIn.port, proxyUrl, operatorCa.certPem);
+    await expect(eu.send(new CreateMultipartUploadCommand({ Bucket: 'bucket', Key: 'sdk/multi-eu.bin' }))).rejects.toMatchObject({ name: 'AccessDenied' });
+    eu.destroy();
+    expect(standIn.received.length).toBe(before);
+    expect(proxy.decisions().find((d) => d.path === '/sdk/multi-eu.bin')).toMatchObject({ decision: 'block', effective: 'refused', bytes_in: 0, tunnel: { host: EU } });
+  });
+});
+
+/**
+ * A forward proxy whose tunnels need Proxy-Authorization (users from a
+ * file: startProxy runs in this process, so an environment variable would
+ * be this process's), and plain-HTTP clients (HTTP_PROXY style, absolute-form
+ * targets) reaching a plain-HTTP store under a host name.
+ */
+describe('forward proxy: proxy users, and HTTP_PROXY clients', () => {
+  const STORAGE = 'bucket.storage.test';
+  let dir: string;
+  let operatorCa: TestCa;
+  let dns: TestDnsServer;
+  let standIn: TlsStandIn;
+  let plain: RecordingUpstream;
+  let proxy: RunningProxy;
+  const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'residency-forward-proxy-users-'));
+    operatorCa = await createTestCa({ subject: 'CN=Operator Interception CA' });
+    const storageCa = await createTestCa({ subject: 'CN=Test Storage CA' });
+    standIn = await startTlsStandIn(await issueServerCertificate(storageCa, [US]));
+    plain = await startRecordingUpstream();
+    dns = await startDnsServer({ [US]: { A: ['127.0.0.1'] }, [STORAGE]: { A: ['127.0.0.1'] }, [`other.storage.test`]: { A: ['127.0.0.1'] } });
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    proxy = await startProxy({
+      dns: { servers: [dns.address] },
+      forward_proxy: {
+        ca: { cert_file: file('ca.pem', operatorCa.certPem), key_file: file('ca.key', operatorCa.keyPem) },
+        users_file: file('users', '# proxy users\nalice:correct horse battery\nbob:staple\n'),
+      },
+      upstreams: [
+        { name: 'aws-s3', url: `https://{host}:${standIn.port}`, provider: 's3', route: { host: '*.amazonaws.com' }, ca_file: file('storage-ca.pem', storageCa.certPem) },
+        { name: 'test-storage', url: `http://{host}:${plain.port}`, provider: 'generic', route: { host: '*.storage.test' }, region: 'us-east-1' },
+      ],
+      rules: [{ name: 'user-data-writes', match: { operations: ['write'] }, allow_jurisdictions: ['US'] }],
+    });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await standIn?.close();
+    await plain?.close();
+    await dns?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a CONNECT without credentials, or with a wrong password or an unknown user, is answered 407 with Proxy-Authenticate', async () => {
+    const attempts: Array<Record<string, string>> = [{}, { 'Proxy-Authorization': basic('alice', 'wrong') }, { 'Proxy-Authorization': basic('mallory', 'staple') }, { 'Proxy-Authorization': 'Bearer abc' }];
+    for (const headers of attempts) {
+      const answer = await rawConnect(proxy.port, `${US}:${standIn.port}`, headers);
+      expect(answer).toMatch(/^HTTP\/1\.1 407 /);
+      expect(answer).toMatch(/\r\nproxy-authenticate: Basic realm="residency-proxy"\r\n/i);
+    }
+  });
+
+  it('the right credentials open the tunnel, and its requests are recorded with the proxy user', async () => {
+    const agent = new ProxyAgent({ uri: proxy.url, token: basic('alice', 'correct horse battery'), requestTls: { ca: operatorCa.certPem } });
+    const res = await request(`https://${US}:${standIn.port}/users/alice.txt`, { method: 'PUT', body: 'from alice', dispatcher: agent });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    await agent.close();
+    // A raw client too: the header as a client writes it.
+    const secure = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem, { 'Proxy-Authorization': basic('bob', 'staple') });
+    secure.write(`PUT /users/bob.txt HTTP/1.1\r\nHost: ${US}:${standIn.port}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbob`);
+    let text = '';
+    secure.setEncoding('latin1');
+    secure.on('data', (t: string) => (text += t));
+    await once(secure, 'close');
+    expect(text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(proxy.decisions().find((d) => d.path === '/users/alice.txt')).toMatchObject({ decision: 'allow', tunnel: { host: US, user: 'alice' } });
+    expect(proxy.decisions().find((d) => d.path === '/users/bob.txt')).toMatchObject({ decision: 'allow', tunnel: { host: US, user: 'bob' } });
+    // The credentials stop at the proxy.
+    expect(standIn.received.filter((r) => r.url.startsWith('/users/')).every((r) => r.headers['proxy-authorization'] === undefined)).toBe(true);
+  });
+
+  it('an absolute-form http:// write (HTTP_PROXY) is decided, recorded and forwarded to the host it names', async () => {
+    // proxyTunnel: false makes undici send `PUT http://host/path` to the proxy instead of a CONNECT.
+    const agent = new ProxyAgent({ uri: proxy.url, proxyTunnel: false, token: basic('alice', 'correct horse battery') });
+    const body = Buffer.alloc(200_000, 5);
+    const res = await request(`http://${STORAGE}:${plain.port}/docs/report.pdf`, { method: 'PUT', body, dispatcher: agent });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    await agent.close();
+    const got = plain.requests.find((r) => r.url === '/docs/report.pdf')!;
+    expect(got).toMatchObject({ method: 'PUT', complete: true, bodyBytes: body.length, bodySha256: createHash('sha256').update(body).digest('hex') });
+    expect(got.headers.host).toBe(`${STORAGE}:${plain.port}`);
+    expect(got.headers['proxy-authorization']).toBeUndefined();
+    const record = proxy.decisions().find((d) => d.path === '/docs/report.pdf');
+    expect(record).toMatchObject({ upstream: 'test-storage', decision: 'allow', status: 200, bytes_in: body.length });
+    expect(record?.tunnel).toBeUndefined();
+  });
+
+  it('an absolute-form target whose Host header names another host is refused 400, with nothing sent', async () => {
+    const before = plain.requests.length;
+    const socket = connect(proxy.port, '127.0.0.1');
+    socket.end(`PUT http://${STORAGE}:${plain.port}/docs/sneaky.txt HTTP/1.1\r\nHost: other.storage.test:${plain.port}\r\nContent-Length: 2\r\n\r\nhi`);
+    let text = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (t: string) => (text += t));
+    await once(socket, 'close');
+    expect(text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(text).toMatch(/bad_absolute_target/);
+    expect(plain.requests.length).toBe(before);
+  });
 });
 
 /**
@@ -201,29 +343,12 @@ class TrustingProxyAgent extends HttpsProxyAgent<string> {
   }
 }
 
-/** Send a CONNECT and return the whole answer (the proxy closes refused tunnels). */
-async function rawConnect(port: number, authority: string): Promise<string> {
-  const socket = connect(port, '127.0.0.1');
-  socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
-  let text = '';
-  socket.setEncoding('latin1');
-  socket.on('data', (t: string) => (text += t));
-  await once(socket, 'close');
-  return text;
-}
-
-/** A TLS connection through a tunnel to `host:port`, trusting `ca`. */
-async function openTunnel(proxyPort: number, host: string, port: number, ca: string): Promise<tls.TLSSocket> {
-  const raw = connect(proxyPort, '127.0.0.1');
-  raw.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
-  const [head] = (await once(raw, 'data')) as [Buffer];
-  if (!head.toString('latin1').startsWith('HTTP/1.1 200')) throw new Error(`tunnel refused: ${head.toString('latin1')}`);
-  const secure = tls.connect({ socket: raw, servername: host, ca });
-  try {
-    await once(secure, 'secureConnect');
-  } catch (err) {
-    secure.destroy();
-    throw err;
-  }
-  return secure;
+/** An S3 client for `region` reaching the stand-in's port through the forward proxy, trusting the operator CA. */
+function sdkThroughProxy(region: string, port: number, proxyUrl: string, ca: string): S3Client {
+  return new S3Client({
+    region,
+    endpoint: `https://s3.${region}.amazonaws.com:${port}`,
+    credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' },
+    requestHandler: new NodeHttpHandler({ httpsAgent: new TrustingProxyAgent(proxyUrl, ca) }),
+  });
 }
