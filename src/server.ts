@@ -235,6 +235,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     maxHeaders: config.limits.max_headers,
     maxHeaderBytes: config.limits.max_header_bytes,
     limits: { refusalDrainBytes: config.limits.refusal_drain_bytes, refusalLingerMs: config.limits.refusal_linger_ms },
+    headersTimeoutMs: config.limits.client_header_timeout_ms,
   });
   const admin = buildAdminApp({
     logger,

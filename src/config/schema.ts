@@ -298,6 +298,8 @@ export const ConfigSchema = Type.Object(
         max_header_bytes: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16_384 }),
         refusal_drain_bytes: Type.Integer({ minimum: 0, default: 1_048_576 }),
         refusal_linger_ms: Type.Integer({ minimum: 0, maximum: 60_000, default: 2_000 }),
+        // A client's request head (a new connection's or tunnel's first included) must arrive within this long.
+        client_header_timeout_ms: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000 }),
         shutdown_grace_ms: Type.Integer({ minimum: 0, default: 10_000 }),
       },
       { additionalProperties: false, default: {} },

@@ -8,13 +8,15 @@ import { checkRequest } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { errorResponse, type ErrorDetails, type ErrorResponse } from './refuse.js';
 import type { DataPlaneTls } from './tls-listener.js';
-import { handleConnect, type TunnelDeps } from './tunnel.js';
+import { handleConnect, isTunnelSocket, PROXY_AUTHENTICATE, proxyUser, type TunnelDeps } from './tunnel.js';
 
 export interface ProxyAppOptions extends HandlerDeps {
   logger: Logger;
   metrics: Metrics;
   maxHeaders: number;
   maxHeaderBytes: number;
+  /** `limits.client_header_timeout_ms`: how long a request head may take (default 30 s). */
+  headersTimeoutMs?: number;
   /** HTTPS on the listener (`listen.tls`); absent: plain HTTP. */
   tls?: DataPlaneTls | null;
   /** Forward-proxy mode (`forward_proxy`): CONNECT is intercepted, absolute-form http:// targets accepted. Absent: CONNECT is answered 405. */
@@ -45,8 +47,11 @@ const KEEP_ALIVE_MS = 5_000;
 export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   const { metrics, logger } = options;
   const tunnels = options.tunnels ?? null;
+  const headersTimeout = options.headersTimeoutMs ?? 30_000;
   /** With `listen.tls`: the TLS listener, whose connections the HTTP server serves once decrypted. */
   let secureListener: tls.Server | null = null;
+  /** Forward-proxy mode: each accepted connection's client address, for the record of a CONNECT refused after the client left. */
+  const clientAddresses = new WeakMap<object, string>();
   const handle = createRequestHandler(options);
   let closing = false;
   // Responses in progress, so a shutdown can end their connections with them.
@@ -71,13 +76,28 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   };
 
   const server = http.createServer(
-    // Uploads can take minutes: the upstream timeouts bound what matters.
-    { maxHeaderSize: options.maxHeaderBytes, requestTimeout: 0, keepAliveTimeout: KEEP_ALIVE_MS },
+    // Uploads can take minutes: the upstream timeouts bound what matters. The request head is
+    // bounded explicitly (with requestTimeout 0, Node would leave it unbounded too): a client that
+    // connects, or opens a tunnel, and never completes a head is closed.
+    {
+      maxHeaderSize: options.maxHeaderBytes,
+      requestTimeout: 0,
+      headersTimeout: headersTimeout,
+      // Node checks the timeout on this interval (30 s by default): often enough that it holds.
+      connectionsCheckingInterval: Math.min(1_000, headersTimeout),
+      keepAliveTimeout: KEEP_ALIVE_MS,
+    },
     (req, res) => {
       inFlight.add(res);
       res.once('close', forget);
       // A forward proxy's plain-HTTP client (HTTP_PROXY) names the origin in the target: read it as origin-form.
       if (tunnels !== null && /^http:\/\//i.test(req.url!)) {
+        // Proxy users, when configured, are asked of every client that uses the proxy as a proxy.
+        if (tunnels.users !== null && proxyUser(tunnels.users, req.headers['proxy-authorization']) === null) {
+          metrics.rejectedRequests.inc({ code: 'proxy_auth_required' });
+          res.setHeader('proxy-authenticate', PROXY_AUTHENTICATE.slice('proxy-authenticate: '.length));
+          return reject(req, res, { status: 407, code: 'proxy_auth_required', detail: 'this proxy needs Proxy-Authorization (Basic)' });
+        }
         const problem = toOriginForm(req);
         if (problem !== null) return reject(req, res, { status: 400, code: 'bad_absolute_target', detail: problem });
       }
@@ -92,12 +112,14 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   server.maxHeadersCount = options.maxHeaders + 1;
   // The decision comes first; handleRequest sends 100 Continue only for a write it forwards.
   server.on('checkContinue', (req, res) => server.emit('request', req, res));
+  if (tunnels !== null) server.on('connection', (socket: Socket) => clientAddresses.set(socket, socket.remoteAddress ?? ''));
   server.on('connect', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
     // Node hands a CONNECT's socket over with no error listener: a client
     // that resets it would otherwise take the whole process down.
     socket.on('error', discardSocketError);
-    if (tunnels !== null) {
-      handleConnect({ ...tunnels, inject: (secure) => server.emit('connection', secure) }, req, socket, head).catch((err: unknown) => {
+    if (tunnels !== null && !isTunnelSocket(socket)) {
+      const client = clientAddresses.get(socket) ?? socket.remoteAddress ?? '';
+      handleConnect({ ...tunnels, inject: (secure) => server.emit('connection', secure) }, req, socket, head, client).catch((err: unknown) => {
         logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'tunnel handling failed');
         socket.destroy();
       });

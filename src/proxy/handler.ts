@@ -26,7 +26,7 @@ import { bodyDestinations, INSPECT_LIMITS } from '../plan/bodies.js';
 import { multipartKey, type Decided, type Found, type Planner, type Prepared } from '../plan/plan.js';
 import { requestHasBody } from '../plan/reading.js';
 import { errorResponse, type ErrorDetails } from './refuse.js';
-import { hostnameOf, type RouteMatch, type Upstream } from '../plan/route.js';
+import { hostnameOf, tunnelOrigin, type RouteMatch, type Upstream } from '../plan/route.js';
 import { tunnelOf } from './tunnel.js';
 
 export interface HandlerDeps {
@@ -125,6 +125,13 @@ export function createRequestHandler(deps: HandlerDeps) {
       return;
     }
     const prepared = planner.prepare({ method: req.method!, target: req.url!, host: req.headers.host!, headers: req.headers });
+    // A tunnel's requests go to its own host over TLS, as the client asked: never to another upstream a route picks.
+    if (tunnel !== null && prepared.kind === 'prepared' && prepared.route.origin !== tunnelOrigin(tunnel.host, tunnel.port)) {
+      metrics.rejectedRequests.inc({ code: 'misdirected_request' });
+      const detail = `this tunnel goes to https://${tunnel.host}:${tunnel.port}, but the proxy routes this request to ${prepared.route.origin}`;
+      sendError(req, res, prepared.route.upstream, { status: 421, code: 'misdirected_request', title: 'Misdirected Request', detail, resource: prepared.path });
+      return;
+    }
     if (prepared.kind === 'reject') {
       metrics.rejectedRequests.inc({ code: prepared.code });
       const title = prepared.status === 404 ? 'No route' : 'Bad request';

@@ -38,7 +38,7 @@ export function tunnelOf(req: IncomingMessage): TunnelInfo | null {
 }
 
 export interface TunnelDeps {
-  minter: { secureContext(hostname: string): Promise<tls.SecureContext> };
+  minter: { secureContext(hostname: string): Promise<tls.SecureContext>; has(hostname: string): boolean };
   /** The upstream the tunnel is intercepted for (the current policy's), or null: refused. */
   admit(hostname: string, port: number): Upstream | null;
   /** Proxy users and their passwords; null: tunnels need no Proxy-Authorization. */
@@ -63,8 +63,26 @@ const CLOSED_CLIENT_FLUSH_MS = 2_000;
 /** `host:port` of a CONNECT: a DNS name or an IPv4 literal and a port (IPv6 literals are not served). */
 const AUTHORITY = /^([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::(\d{1,5}))$/;
 
-/** Handle one CONNECT (the `connect` event of the data plane's HTTP server). */
-export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+/** Whether a socket is a tunnel's decrypted side (a CONNECT on it would nest tunnels: refused). */
+export function isTunnelSocket(socket: object): boolean {
+  return tunnels.has(socket);
+}
+
+/**
+ * Certificates being minted for tunnels at once. A mint takes milliseconds
+ * of CPU and any name under an admitted pattern can ask for one: past this,
+ * a tunnel to a host with no certificate yet is answered 503 at once rather
+ * than queued behind a flood (hosts already minted are unaffected).
+ */
+const MAX_PENDING_MINTS = 64;
+let pendingMints = 0;
+
+/**
+ * Handle one CONNECT (the `connect` event of the data plane's HTTP server).
+ * `client` is the client's address, taken when the connection was accepted
+ * (a client that resets at once has none left on its socket by now).
+ */
+export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, socket: Duplex, head: Buffer, client: string): Promise<void> {
   const answer = (status: number, reason: string, body: string, headers = ''): void => {
     socket.end(
       `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`,
@@ -79,15 +97,15 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
   const host = target[1]!.toLowerCase();
   let user: string | null = null;
   if (deps.users !== null) {
-    user = authenticated(deps.users, req.headers['proxy-authorization']);
+    user = proxyUser(deps.users, req.headers['proxy-authorization']);
     if (user === null) {
       deps.events.refused('proxy_auth_required');
-      return answer(407, 'Proxy Authentication Required', 'this proxy needs Proxy-Authorization (Basic)\n', 'proxy-authenticate: Basic realm="residency-proxy"\r\n');
+      return answer(407, 'Proxy Authentication Required', 'this proxy needs Proxy-Authorization (Basic)\n', `${PROXY_AUTHENTICATE}\r\n`);
     }
   }
   if (deps.admit(host, port) === null) {
     deps.events.refused('tunnel_not_routed');
-    const id = await deps.recordRefusal({ host, port, user, client: req.socket.remoteAddress ?? '' });
+    const id = await deps.recordRefusal({ host, port, user, client });
     if (id === null) return answer(503, 'Service Unavailable', 'the decision could not be recorded, so the tunnel was not opened\n');
     return answer(
       403,
@@ -97,12 +115,21 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
     );
   }
 
+  // A client already gone gets no certificate minted for it.
+  if (socket.destroyed || !socket.readable) return;
+  if (pendingMints >= MAX_PENDING_MINTS && !deps.minter.has(host)) {
+    deps.events.refused('tunnel_busy');
+    return answer(503, 'Service Unavailable', 'too many tunnels to new hosts are being opened; retry shortly\n', 'retry-after: 1\r\n');
+  }
   let context: tls.SecureContext;
+  pendingMints++;
   try {
     context = await deps.minter.secureContext(host);
   } catch {
     deps.events.refused('bad_connect_target');
     return answer(400, 'Bad Request', `no certificate can be made for ${host}\n`);
+  } finally {
+    pendingMints--;
   }
   if (socket.destroyed) return;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -154,8 +181,11 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
   });
 }
 
+/** What a 407 asks for. */
+export const PROXY_AUTHENTICATE = 'proxy-authenticate: Basic realm="residency-proxy"';
+
 /** The user a `Proxy-Authorization: Basic …` proves, or null. Every configured password is compared in constant time. */
-function authenticated(users: ReadonlyMap<string, string>, header: string | undefined): string | null {
+export function proxyUser(users: ReadonlyMap<string, string>, header: string | undefined): string | null {
   const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
   if (match === null) return null;
   const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');

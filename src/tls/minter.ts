@@ -85,6 +85,13 @@ export class CertificateMinter {
     return minting;
   }
 
+  /** Whether a certificate for `hostname` is cached and fresh (a tunnel to it needs no mint). */
+  has(hostname: string): boolean {
+    const host = parseHostname(hostname);
+    const cached = host === null ? undefined : this.#cache.get(host.name);
+    return cached !== undefined && this.#now() < cached.renewAt;
+  }
+
   /** Entries cached now. */
   size(): number {
     return this.#cache.size;

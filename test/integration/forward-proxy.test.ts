@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import {
   CompleteMultipartUploadCommand,
@@ -45,9 +45,12 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
   let standIn: TlsStandIn;
   let proxy: RunningProxy;
   let proxyUrl: string;
+  /** A plain-HTTP route for one path under the US host: a tunnel's requests must never be sent there. */
+  let mirror: RecordingUpstream;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'residency-forward-proxy-'));
+    mirror = await startRecordingUpstream();
     operatorCa = await createTestCa({ subject: 'CN=Operator Interception CA' });
     const storageCa = await createTestCa({ subject: 'CN=Test Storage CA' });
     standIn = await startTlsStandIn(await issueServerCertificate(storageCa, [US, EU]));
@@ -67,6 +70,7 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
           route: { host: '*.amazonaws.com' },
           ca_file: file('storage-ca.pem', storageCa.certPem),
         },
+        { name: 'legacy-mirror', url: mirror.url, provider: 's3', route: { host: US, path_prefix: '/mirror' }, region: 'us-east-1' },
       ],
       rules: [{ name: 'user-data-writes', match: { operations: ['write'] }, allow_jurisdictions: ['US'] }],
     });
@@ -75,6 +79,7 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
 
   afterAll(async () => {
     await proxy?.close();
+    await mirror?.close();
     await standIn?.close();
     await dns?.close();
     rmSync(dir, { recursive: true, force: true });
@@ -132,6 +137,21 @@ describe('forward proxy: HTTPS_PROXY clients through an intercepting tunnel', ()
     await once(socket, 'end');
     expect(text).toMatch(/^HTTP\/1\.1 421 /);
     socket.destroy();
+  });
+
+  it("a tunnel's requests go only to its own host over TLS: a route to another upstream is refused 421, with nothing sent", async () => {
+    const socket = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem);
+    socket.write(`PUT /mirror/secret.txt HTTP/1.1\r\nHost: ${US}:${standIn.port}\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecret`);
+    const text = await readAll(socket);
+    expect(text).toMatch(/^HTTP\/1\.1 421 /);
+    expect(mirror.requests).toEqual([]);
+    expect(standIn.received.some((r) => r.url.includes('secret'))).toBe(false);
+  });
+
+  it('a CONNECT inside a tunnel is refused 405 (no nested tunnels)', async () => {
+    const socket = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem);
+    socket.write(`CONNECT ${EU}:${standIn.port} HTTP/1.1\r\nHost: ${EU}:${standIn.port}\r\n\r\n`);
+    expect(await readAll(socket)).toMatch(/^HTTP\/1\.1 405 /);
   });
 
   it('a client that does not trust the operator CA fails its handshake; the proxy counts it and lives', async () => {
@@ -255,6 +275,7 @@ describe('forward proxy: proxy users, and HTTP_PROXY clients', () => {
         { name: 'test-storage', url: `http://{host}:${plain.port}`, provider: 'generic', route: { host: '*.storage.test' }, region: 'us-east-1' },
       ],
       rules: [{ name: 'user-data-writes', match: { operations: ['write'] }, allow_jurisdictions: ['US'] }],
+      limits: { client_header_timeout_ms: 500 },
     });
   });
 
@@ -312,10 +333,34 @@ describe('forward proxy: proxy users, and HTTP_PROXY clients', () => {
     expect(record?.tunnel).toBeUndefined();
   });
 
+  it('an absolute-form write without proxy credentials is answered 407, with nothing sent', async () => {
+    const before = plain.requests.length;
+    const socket = connect(proxy.port, '127.0.0.1');
+    socket.end(`PUT http://${STORAGE}:${plain.port}/docs/anonymous.txt HTTP/1.1\r\nHost: ${STORAGE}:${plain.port}\r\nContent-Length: 2\r\n\r\nhi`);
+    const text = await readAll(socket);
+    expect(text).toMatch(/^HTTP\/1\.1 407 /);
+    expect(text).toMatch(/\r\nproxy-authenticate: Basic realm="residency-proxy"\r\n/i);
+    expect(plain.requests.length).toBe(before);
+  });
+
+  it('a tunnel that sends no request, or only part of a head, is closed after limits.client_header_timeout_ms', async () => {
+    const auth = { 'Proxy-Authorization': basic('bob', 'staple') };
+    const idle = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem, auth);
+    const partial = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem, auth);
+    partial.write(`GET /slow HTTP/1.1\r\nHost: ${US}:${standIn.port}\r\n`);
+    const started = Date.now();
+    const [idleText, partialText] = await Promise.all([readAll(idle), readAll(partial)]);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(partialText).toMatch(/^HTTP\/1\.1 408 /);
+    expect(idleText === '' || /^HTTP\/1\.1 408 /.test(idleText)).toBe(true);
+  });
+
   it('an absolute-form target whose Host header names another host is refused 400, with nothing sent', async () => {
     const before = plain.requests.length;
     const socket = connect(proxy.port, '127.0.0.1');
-    socket.end(`PUT http://${STORAGE}:${plain.port}/docs/sneaky.txt HTTP/1.1\r\nHost: other.storage.test:${plain.port}\r\nContent-Length: 2\r\n\r\nhi`);
+    socket.end(
+      `PUT http://${STORAGE}:${plain.port}/docs/sneaky.txt HTTP/1.1\r\nHost: other.storage.test:${plain.port}\r\nProxy-Authorization: ${basic('bob', 'staple')}\r\nContent-Length: 2\r\n\r\nhi`,
+    );
     let text = '';
     socket.setEncoding('latin1');
     socket.on('data', (t: string) => (text += t));
@@ -325,6 +370,16 @@ describe('forward proxy: proxy users, and HTTP_PROXY clients', () => {
     expect(plain.requests.length).toBe(before);
   });
 });
+
+/** Everything a connection sends until it closes, as text. */
+async function readAll(socket: Duplex): Promise<string> {
+  let text = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (t: string) => (text += t));
+  socket.on('error', () => {});
+  await once(socket, 'close');
+  return text;
+}
 
 /**
  * https-proxy-agent for the SDK, trusting `ca` for the tunnelled TLS (what
