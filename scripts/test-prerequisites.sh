@@ -3,6 +3,7 @@
 #   redis-server          a private Redis per test run (started by the suite on a random port)
 #   prometheus, promtool  the monitoring tests (shipped rules, a real scrape)
 #   chromium              the audit report's HTML, read as a person would
+#   openssl               the README's operator-CA command, run as written
 # Debian and Ubuntu: installed with apt-get (as root, or through sudo), saying
 # so. Anything installed that starts a service by itself (Debian's prometheus
 # package) is stopped again, by PID. Elsewhere: prints what to install.
@@ -14,13 +15,14 @@ need redis-server redis-server
 need prometheus prometheus
 need promtool prometheus
 need chromium chromium
+need openssl openssl
 
 if [ ${#missing_packages[@]} -eq 0 ]; then exit 0; fi
 # One package per name, in order.
 mapfile -t packages < <(printf '%s\n' "${missing_packages[@]}" | awk '!seen[$0]++')
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "npm test needs: ${packages[*]} (redis-server, prometheus with promtool, chromium)." >&2
+  echo "npm test needs: ${packages[*]} (redis-server, prometheus with promtool, chromium, openssl)." >&2
   echo "Install them with your system's package manager (macOS: brew install redis prometheus chromium), then run npm test again." >&2
   exit 1
 fi
