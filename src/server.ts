@@ -18,6 +18,7 @@ import { createRequestStores } from './fleet/request-stores.js';
 import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp, type ProxyApp } from './proxy/app.js';
+import { writeDecision } from './proxy/handler.js';
 import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
 import { forwardProxySettings } from './proxy/tls-config.js';
 import { DataPlaneTls } from './proxy/tls-listener.js';
@@ -343,15 +344,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
           client: maskClient(client),
         };
         metrics.decisions.inc({ upstream: '(none)', operation: 'write', decision: 'block', mode: 'enforce', jurisdiction: 'unknown', reason: 'tunnel_not_routed' });
-        try {
-          await sink.write(entry);
-          metrics.decisionLogRecords.inc();
-          return id;
-        } catch (err) {
-          metrics.decisionLogErrors.inc();
-          logger.error({ err: (err as Error).message, decision_id: id }, 'decision record could not be written');
-          return null;
-        }
+        return (await writeDecision({ sink, metrics, logger }, entry)) ? id : null;
       },
       events: {
         refused: (code) => metrics.rejectedRequests.inc({ code }),

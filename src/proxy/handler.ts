@@ -214,13 +214,7 @@ export function createRequestHandler(deps: HandlerDeps) {
     /** Write the record; false (after answering 503) when it cannot be written: fail closed. */
     const record = async (e: DecisionEntry): Promise<boolean> => {
       if (e.status !== null) metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, e.duration_ms / 1000);
-      try {
-        await sink.write(e);
-        metrics.decisionLogRecords.inc();
-        return true;
-      } catch (err) {
-        metrics.decisionLogErrors.inc();
-        logger.error({ err: errorSummary(err), decision_id: id }, 'decision record could not be written');
+      if (!(await writeDecision({ sink, metrics, logger }, e))) {
         if (!res.headersSent && !res.destroyed) {
           sendError(req, res, upstream, {
             status: 503,
@@ -232,6 +226,7 @@ export function createRequestHandler(deps: HandlerDeps) {
         }
         return false;
       }
+      return true;
     };
 
     if (decision.effective === 'refused') {
@@ -702,6 +697,22 @@ export function responseHeaders(
 }
 
 /** Error details safe for logs: code and message, never request data. */
+/**
+ * Write a decision record and count it; false, logged and counted, when the
+ * log cannot take it (the caller fails closed). Its id is in the log line.
+ */
+export async function writeDecision(to: { sink: DecisionSink; metrics: Metrics; logger: Logger }, entry: DecisionEntry): Promise<boolean> {
+  try {
+    await to.sink.write(entry);
+    to.metrics.decisionLogRecords.inc();
+    return true;
+  } catch (err) {
+    to.metrics.decisionLogErrors.inc();
+    to.logger.error({ err: errorSummary(err), decision_id: entry.id }, 'decision record could not be written');
+    return false;
+  }
+}
+
 function errorSummary(err: unknown): { code?: string; message: string } {
   const e = err as { code?: string; message?: string };
   return { ...(e.code ? { code: e.code } : {}), message: e.message ?? String(err) };
