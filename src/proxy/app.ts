@@ -126,10 +126,8 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
       return;
     }
     metrics.rejectedRequests.inc({ code: 'connect_not_allowed' });
-    const body = JSON.stringify({ title: 'Method Not Allowed', status: 405, detail: 'CONNECT is not supported: this is a reverse proxy, not a tunnel' });
-    socket.end(
-      `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    const detail = tunnels === null ? 'CONNECT is not supported: this is a reverse proxy, not a tunnel' : 'a tunnel cannot be opened inside a tunnel';
+    endWith(socket, errorResponse(null, { status: 405, code: 'connect_not_allowed', title: 'Method Not Allowed', detail }));
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // A request Node's parser could not read: answer once, then close. As
@@ -143,9 +141,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
     const code = status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'malformed_request';
     metrics.rejectedRequests.inc({ code });
-    const out = errorResponse(null, { status, code, title: http.STATUS_CODES[status]!, detail: 'the request could not be parsed as HTTP/1.1' });
-    const head = Object.entries(out.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${head}content-length: ${Buffer.byteLength(out.body)}\r\nconnection: close\r\n\r\n${out.body}`);
+    endWith(socket, errorResponse(null, { status, code, title: http.STATUS_CODES[status]!, detail: 'the request could not be parsed as HTTP/1.1' }));
   });
 
   /** A bug, not a request problem: logged, and answered 500 if nothing was sent yet. */
@@ -228,6 +224,12 @@ function toOriginForm(req: http.IncomingMessage): string | null {
 
 /** A tunnel socket's error after we have given up on it: nothing left to answer, nothing to log. */
 function discardSocketError(): void {}
+
+/** An answer written on a bare socket (no response object: a CONNECT, a request the parser could not read), then the close. */
+function endWith(socket: Socket, out: ErrorResponse): void {
+  const head = Object.entries(out.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  socket.end(`HTTP/1.1 ${out.status} ${http.STATUS_CODES[out.status]}\r\n${head}content-length: ${Buffer.byteLength(out.body)}\r\nconnection: close\r\n\r\n${out.body}`);
+}
 
 /** An answer after which the connection closes. */
 function answerAndClose(res: http.ServerResponse, out: ErrorResponse): void {

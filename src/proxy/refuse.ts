@@ -1,5 +1,5 @@
 import type { Provider } from '../config/schema.js';
-import { Errors, type ErrorName } from '../errors.js';
+import { errorCode, errorFor } from '../errors.js';
 
 /**
  * Error responses in the upstream provider's own format, so the client's SDK
@@ -51,31 +51,9 @@ const AZURE_CODES: Record<number, string> = {
   504: 'OperationTimedOut',
 };
 
-/** The stable RESIDENCY_ERR_* code for an answer the proxy gives itself (src/errors.ts). */
-function errorName(e: ErrorDetails): ErrorName {
-  switch (e.status) {
-    case 403:
-      return 'POLICY_BLOCK';
-    case 404:
-      return 'NO_ROUTE';
-    case 500:
-      return 'CANNOT_DECIDE';
-    case 502:
-      return e.code === 'upstream_reset' ? 'UPSTREAM_RESET' : 'UPSTREAM_UNREACHABLE';
-    case 503:
-      return e.code === 'decision_log_unavailable' ? 'DECISION_LOG_UNAVAILABLE' : 'CANNOT_DECIDE';
-    case 504:
-      return 'UPSTREAM_TIMEOUT';
-    default:
-      return 'BAD_REQUEST';
-  }
-}
-
-const ERROR_CODE_OF = new Map((Object.keys(Errors) as ErrorName[]).map((name) => [name, new Errors[name]('').code]));
-
 export function errorResponse(provider: Provider | null, e: ErrorDetails): ErrorResponse {
   // Every answer the proxy gives itself names its stable code, whatever the body format.
-  const headers: Record<string, string> = { 'x-residency-error': ERROR_CODE_OF.get(errorName(e))! };
+  const headers: Record<string, string> = { 'x-residency-error': errorCode(errorFor(e.status, e.code)) };
   if (e.decisionId) {
     headers['x-residency-decision-id'] = e.decisionId;
   }

@@ -1,8 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { errorCode, errorFor } from '../errors.js';
 import type { Upstream } from '../plan/route.js';
 import { ALPN } from './tls-listener.js';
 
@@ -83,16 +84,16 @@ let pendingMints = 0;
  * (a client that resets at once has none left on its socket by now).
  */
 export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, socket: Duplex, head: Buffer, client: string): Promise<void> {
-  const answer = (status: number, reason: string, body: string, headers = ''): void => {
-    socket.end(
-      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`,
-    );
+  /** A refusal, with its stable error code as every answer the proxy gives itself. */
+  const answer = (status: number, slug: string, body: string, headers = ''): void => {
+    const head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nx-residency-error: ${errorCode(errorFor(status, slug))}\r\n`;
+    socket.end(`${head}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`);
   };
   const target = AUTHORITY.exec(req.url ?? '');
   const port = Number(target?.[2]);
   if (target === null || port < 1 || port > 65535) {
     deps.events.refused('bad_connect_target');
-    return answer(400, 'Bad Request', 'CONNECT needs host:port\n');
+    return answer(400, 'bad_connect_target', 'CONNECT needs host:port\n');
   }
   const host = target[1]!.toLowerCase();
   let user: string | null = null;
@@ -100,16 +101,16 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
     user = proxyUser(deps.users, req.headers['proxy-authorization']);
     if (user === null) {
       deps.events.refused('proxy_auth_required');
-      return answer(407, 'Proxy Authentication Required', 'this proxy needs Proxy-Authorization (Basic)\n', `${PROXY_AUTHENTICATE}\r\n`);
+      return answer(407, 'proxy_auth_required', 'this proxy needs Proxy-Authorization (Basic)\n', `${PROXY_AUTHENTICATE}\r\n`);
     }
   }
   if (deps.admit(host, port) === null) {
     deps.events.refused('tunnel_not_routed');
     const id = await deps.recordRefusal({ host, port, user, client });
-    if (id === null) return answer(503, 'Service Unavailable', 'the decision could not be recorded, so the tunnel was not opened\n');
+    if (id === null) return answer(503, 'decision_log_unavailable', 'the decision could not be recorded, so the tunnel was not opened\n');
     return answer(
       403,
-      'Forbidden',
+      'tunnel_not_routed',
       `residency-proxy refused a tunnel to ${host}:${port}: no upstream serves that host, so where its data would go cannot be decided (decision id ${id})\n`,
       `x-residency-decision: block\r\nx-residency-decision-id: ${id}\r\n`,
     );
@@ -119,7 +120,7 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
   if (socket.destroyed || !socket.readable) return;
   if (pendingMints >= MAX_PENDING_MINTS && !deps.minter.has(host)) {
     deps.events.refused('tunnel_busy');
-    return answer(503, 'Service Unavailable', 'too many tunnels to new hosts are being opened; retry shortly\n', 'retry-after: 1\r\n');
+    return answer(503, 'tunnel_busy', 'too many tunnels to new hosts are being opened; retry shortly\n', 'retry-after: 1\r\n');
   }
   let context: tls.SecureContext;
   pendingMints++;
@@ -127,7 +128,7 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
     context = await deps.minter.secureContext(host);
   } catch {
     deps.events.refused('bad_connect_target');
-    return answer(400, 'Bad Request', `no certificate can be made for ${host}\n`);
+    return answer(400, 'bad_connect_target', `no certificate can be made for ${host}\n`);
   } finally {
     pendingMints--;
   }

@@ -56,7 +56,7 @@ describe('refusals in the provider format', () => {
     expect(errorResponse('s3', details).headers['x-residency-error']).toBe('RESIDENCY_ERR_POLICY_BLOCK');
     expect(errorResponse(null, { ...details, status: 504, code: 'upstream_timeout' }).headers['x-residency-error']).toBe('RESIDENCY_ERR_UPSTREAM_TIMEOUT');
     expect(errorResponse('gcs', { ...details, status: 503, code: 'decision_log_unavailable' }).headers['x-residency-error']).toBe('RESIDENCY_ERR_DECISION_LOG_UNAVAILABLE');
-    expect(errorResponse(null, { ...details, status: 431, code: 'too_many_headers' }).headers['x-residency-error']).toBe('RESIDENCY_ERR_BAD_REQUEST');
+    expect(errorResponse(null, { ...details, status: 431, code: 'too_many_headers' }).headers['x-residency-error']).toBe('RESIDENCY_ERR_HEADERS_TOO_LARGE');
   });
 
   it('upstream failures keep the provider format', () => {
