@@ -13,6 +13,12 @@ export default tseslint.config(
     },
   },
   {
+    // A promise nobody awaits or handles loses its error (an unhandled rejection ends the process).
+    files: ['src/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: { '@typescript-eslint/no-floating-promises': 'error' },
+  },
+  {
     files: ['src/cli/**', 'test/**', 'examples/**'],
     rules: { 'no-console': 'off' },
   },

@@ -431,8 +431,6 @@ export const ConfigSchema = Type.Object(
 /** The file as validated, with schema defaults applied. */
 export type RawConfig = Static<typeof ConfigSchema>;
 export type RawUpstream = Static<typeof Upstream>;
-export type RawRule = Static<typeof Rule>;
-export type RawException = Static<typeof Exception>;
 export type Mode = (typeof MODES)[number];
 export type Operation = (typeof OPERATIONS)[number];
 export type Provider = (typeof PROVIDERS)[number];

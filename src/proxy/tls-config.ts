@@ -3,7 +3,6 @@ import { createSecureContext } from 'node:tls';
 import type { Config, ConfigProblem } from '../config/load.js';
 import { InterceptionCaError, loadInterceptionCa, type InterceptionCa } from '../tls/interception-ca.js';
 import { loadServedCertificate, TlsCertificateError } from './tls-listener.js';
-import { loadProxyUsers } from './tunnel.js';
 
 /**
  * The TLS parts of a config, checked where check-config and serve check
@@ -82,4 +81,25 @@ export function tlsProblems(config: Config): ConfigProblem[] {
     }
   }
   return problems;
+}
+
+/** Proxy users from `forward_proxy.users_file` or `users_env`: USER:PASSWORD lines (blank lines and # comments ignored). */
+export function loadProxyUsers(source: { users_file?: string; users_env?: string }, env: NodeJS.ProcessEnv): Map<string, string> | null {
+  let text: string;
+  if (source.users_file !== undefined) text = readFileSync(source.users_file, 'utf8');
+  else if (source.users_env !== undefined) {
+    const value = env[source.users_env];
+    if (value === undefined || value === '') throw new Error(`environment variable ${source.users_env} is not set`);
+    text = value;
+  } else return null;
+  const users = new Map<string, string>();
+  text.split(/\r?\n/).forEach((line, i) => {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) return;
+    const colon = trimmed.indexOf(':');
+    if (colon <= 0 || colon === trimmed.length - 1) throw new Error(`line ${i + 1} is not USER:PASSWORD`);
+    users.set(trimmed.slice(0, colon), trimmed.slice(colon + 1));
+  });
+  if (users.size === 0) throw new Error('names no users');
+  return users;
 }

@@ -1,5 +1,4 @@
 import { timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
@@ -208,25 +207,4 @@ function handshakeReason(err: NodeJS.ErrnoException): string {
   if (/ECONNRESET|socket hang up|EPIPE/i.test(text)) return 'client_reset';
   if (/wrong version|http request|unsupported protocol|no shared cipher|version too low/i.test(text)) return 'protocol';
   return 'other';
-}
-
-/** Proxy users from `forward_proxy.users_file` or `users_env`: USER:PASSWORD lines (blank lines and # comments ignored). */
-export function loadProxyUsers(source: { users_file?: string; users_env?: string }, env: NodeJS.ProcessEnv): Map<string, string> | null {
-  let text: string;
-  if (source.users_file !== undefined) text = readFileSync(source.users_file, 'utf8');
-  else if (source.users_env !== undefined) {
-    const value = env[source.users_env];
-    if (value === undefined || value === '') throw new Error(`environment variable ${source.users_env} is not set`);
-    text = value;
-  } else return null;
-  const users = new Map<string, string>();
-  text.split(/\r?\n/).forEach((line, i) => {
-    const trimmed = line.trim();
-    if (trimmed === '' || trimmed.startsWith('#')) return;
-    const colon = trimmed.indexOf(':');
-    if (colon <= 0 || colon === trimmed.length - 1) throw new Error(`line ${i + 1} is not USER:PASSWORD`);
-    users.set(trimmed.slice(0, colon), trimmed.slice(colon + 1));
-  });
-  if (users.size === 0) throw new Error('names no users');
-  return users;
 }

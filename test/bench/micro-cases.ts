@@ -30,7 +30,11 @@ export interface MicroCase {
   readonly fn: () => void;
 }
 
-/** Results go somewhere, so the JIT cannot drop the calls. */
+/**
+ * Results go somewhere, so the JIT cannot drop the calls (exported: a value
+ * other modules could read is one it cannot prove dead).
+ * @public
+ */
 export let sink: unknown;
 
 function settingNamed(name: string): ProxySetting {

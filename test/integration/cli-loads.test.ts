@@ -17,7 +17,7 @@ const config = (name: string) => fileURLToPath(new URL(`../../config/${name}`, i
 
 /** The dependencies only `serve` needs (`fleet` takes ioredis too). */
 // @peculiar/x509 mints interception certificates: serve needs it, a config check only with forward_proxy.
-const SERVER = ['fastify', 'fastify-plugin', '@fastify/error', 'undici', 'ioredis', 'prom-client', 'pino', '@peculiar/x509'];
+const SERVER = ['fastify', '@fastify/error', 'undici', 'ioredis', 'prom-client', 'pino', '@peculiar/x509'];
 /** GeoIP: only when network location is on and a command locates an address. */
 const GEOIP = 'maxmind';
 

@@ -77,10 +77,6 @@ export function isDnsBucketName(name: string): boolean {
   return BUCKET.test(name) && !name.includes('..') && !name.includes('.-') && !name.includes('-.') && !IPV4ISH.test(name);
 }
 
-export function isAwsRegionId(value: string): boolean {
-  return REGION.test(value);
-}
-
 interface Endpoint {
   /** How many labels (counted from the right, before the suffix) the endpoint used. */
   used: number;
