@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Config, ConfigProblem } from '../config/load.js';
 import type { Mode, Operation } from '../config/schema.js';
+import { canonicalJson } from '../audit/canonical.js';
 import { compileGlob } from './glob.js';
 
 /**
@@ -288,16 +289,7 @@ function policyHash(config: Config): string {
     rules: config.rules,
     exceptions: config.exceptions,
   };
+  // The records' canonical form (sorted keys): equal policies hash equal.
   return createHash('sha256').update(canonicalJson(relevant)).digest('hex');
 }
 
-/** JSON with object keys sorted, so equal policies hash equal. */
-export function canonicalJson(value: unknown): string {
-  if (value === undefined) return 'null';
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-}

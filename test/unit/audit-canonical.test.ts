@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, GENESIS_HASH, recordHash, sealRecord } from '../../src/audit/canonical.js';
 
@@ -38,5 +39,27 @@ describe('sealRecord', () => {
     const reordered = JSON.parse(JSON.stringify({ hash: parsed.hash, a: { x: 2, y: 1 }, seq: 2 }, null, 2)) as Record<string, unknown>;
     expect(recordHash(reordered)).toBe(hash);
     expect(recordHash({ ...parsed, seq: 3 })).not.toBe(hash);
+  });
+});
+
+describe('canonicalJson hashes policies as the policy engine did before it used it', () => {
+  /** The engine's own canonical form until both used this module: policy hashes in existing logs must not change. */
+  const previousPolicyForm = (value: unknown): string => {
+    if (value === undefined) return 'null';
+    if (value === null || typeof value !== 'object') return JSON.stringify(value);
+    if (Array.isArray(value)) return `[${value.map(previousPolicyForm).join(',')}]`;
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${previousPolicyForm(v)}`).join(',')}}`;
+  };
+
+  it('gives the same text for any config-shaped value (what YAML parses to)', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        expect(canonicalJson(value)).toBe(previousPolicyForm(value));
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
