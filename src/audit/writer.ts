@@ -17,18 +17,16 @@ import {
   truncateSync,
   stat as statCb,
   fstatSync,
-  unlinkSync,
   write as writeCb,
-  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { open as openAsync, rename as renameAsync } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import type { Operation } from '../config/schema.js';
 import { GENESIS_HASH, recordHash } from './canonical.js';
 import { sealDigest, serialiseDigest, type Digest, type DigestBody, type SealReason } from './digest.js';
 import { DecisionLogCodes, DecisionLogError, describeError } from './errors.js';
 import { digestPath, listRotated, logLayout, rotatedPath, type LogLayout } from './files.js';
+import { lockLog, unlockLog } from './lock.js';
 import { readFirstLine, readTail } from './lines.js';
 import type { DecisionRecord, DecisionSink, LogEntry } from './record.js';
 import { linesBuffer, sealNext } from './serialise.js';
@@ -228,18 +226,6 @@ function summariseFile(file: string): { first: DecisionRecord; last: DecisionRec
   return { first: parseRecordLine(first.text, file), last: parseRecordLine(tail.lastLine, file), count, sha, size: tail.size - tail.tornBytes };
 }
 
-/** Logs this process has open: the pid in the lock file cannot tell two writers in one process apart. */
-const openInProcess = new Set<string>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * The durable decision log: JSON Lines, one sealed record per line, chained
  * by `seq`/`prev`/`hash`, group-committed (a batch is written and fdatasync'd
@@ -325,11 +311,11 @@ class DurableLog implements DecisionLog {
     this.emit = options.onEvent ?? (() => {});
 
     mkdirSync(this.layout.dir, { recursive: true });
-    this.lock();
+    lockLog(this.layout.lock, this.layout.active);
     try {
       this.start();
     } catch (err) {
-      this.unlock();
+      unlockLog(this.layout.lock);
       throw err;
     }
     this.probe = setInterval(() => void this.housekeeping(), options.probeMs ?? 1000);
@@ -338,38 +324,6 @@ class DurableLog implements DecisionLog {
 
   // ---------------------------------------------------------------------------
   // start-up
-
-  /** One writer per log: a second process appending would fork the chain. */
-  private lock(): void {
-    const { lock } = this.layout;
-    const key = resolve(lock);
-    if (openInProcess.has(key)) {
-      throw new DecisionLogError(DecisionLogCodes.LOCKED, `${this.layout.active} is already open in this process`);
-    }
-    try {
-      writeFileSync(lock, `${process.pid}\n`, { flag: 'wx' });
-      openInProcess.add(key);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const pid = Number(readFileSync(lock, 'utf8').trim());
-    // In a container the previous process may have had our pid: that one is gone.
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-      throw new DecisionLogError(DecisionLogCodes.LOCKED, `${this.layout.active} is being written by process ${pid} (lock ${lock})`);
-    }
-    writeFileSync(lock, `${process.pid}\n`);
-    openInProcess.add(key);
-  }
-
-  private unlock(): void {
-    openInProcess.delete(resolve(this.layout.lock));
-    try {
-      if (readFileSync(this.layout.lock, 'utf8').trim() === String(process.pid)) unlinkSync(this.layout.lock);
-    } catch {
-      // Already gone.
-    }
-  }
 
   private start(): void {
     const { active, dir } = this.layout;
@@ -921,7 +875,7 @@ class DurableLog implements DecisionLog {
     } finally {
       if (this.fd !== null) await this.ops.close(this.fd).catch(() => {});
       this.fd = null;
-      this.unlock();
+      unlockLog(this.layout.lock);
     }
   }
 }
