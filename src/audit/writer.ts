@@ -282,6 +282,12 @@ class DurableLog implements DecisionLog {
   private held: LogEntry[] = [];
   private timer: NodeJS.Timeout | null = null;
   private lazyTimer: NodeJS.Timeout | null = null;
+  /**
+   * A batch is due: something pending is waited on (or the lazy window ran
+   * out, or the batch is full). Lazy records alone never start a commit, not
+   * even when they arrive while one is finishing.
+   */
+  private due = false;
   /** A flush is queued for the end of this event-loop turn (flush_ms 0). */
   private immediateQueued = false;
   /** A flush loop or an exclusive section (rotation, shutdown) is running. */
@@ -513,17 +519,21 @@ class DurableLog implements DecisionLog {
   // ---------------------------------------------------------------------------
   // writing
 
-  async write(entry: LogEntry, options?: { lazy?: boolean }): Promise<void> {
-    if (this.closed) throw new DecisionLogError(DecisionLogCodes.CLOSED, 'the decision log is closed');
-    if (this.broken !== null) {
-      const recovered = await this.recover();
-      if (!recovered) {
-        if (this.holdable(entry)) {
-          this.held.push(entry);
-          return;
-        }
-        throw this.broken ?? new DecisionLogError(DecisionLogCodes.WRITE_FAILED, 'the decision log cannot be written');
+  write(entry: LogEntry, options?: { lazy?: boolean }): Promise<void> {
+    if (this.closed) return Promise.reject(new DecisionLogError(DecisionLogCodes.CLOSED, 'the decision log is closed'));
+    // The usual case takes no async frame of its own: one promise per record is the writer's whole cost.
+    if (this.broken !== null) return this.writeWhileBroken(entry, options);
+    return this.enqueue(entry, false, options?.lazy === true);
+  }
+
+  private async writeWhileBroken(entry: LogEntry, options?: { lazy?: boolean }): Promise<void> {
+    const recovered = await this.recover();
+    if (!recovered) {
+      if (this.holdable(entry)) {
+        this.held.push(entry);
+        return;
       }
+      throw this.broken ?? new DecisionLogError(DecisionLogCodes.WRITE_FAILED, 'the decision log cannot be written');
     }
     return this.enqueue(entry, false, options?.lazy === true);
   }
@@ -547,7 +557,10 @@ class DurableLog implements DecisionLog {
     if (detached) promise.catch(() => {});
     this.pendingBytes += line.length + 1;
     if (lazy) this.scheduleLazy();
-    else this.schedule();
+    else {
+      this.due = true;
+      this.schedule();
+    }
     return promise;
   }
 
@@ -557,9 +570,13 @@ class DurableLog implements DecisionLog {
    * sync of its own; with no other traffic it is written after LAZY_FLUSH_MS.
    */
   private scheduleLazy(): void {
-    if (this.pendingBytes >= this.maxBatchBytes) return this.schedule();
+    if (this.pendingBytes >= this.maxBatchBytes) {
+      this.due = true;
+      return this.schedule();
+    }
     this.lazyTimer ??= setTimeout(() => {
       this.lazyTimer = null;
+      this.due = true;
       this.schedule();
     }, LAZY_FLUSH_MS);
     this.lazyTimer.unref();
@@ -593,7 +610,7 @@ class DurableLog implements DecisionLog {
   }
 
   private startFlush(): void {
-    if (this.busy !== null || this.pending.length === 0 || this.broken !== null) return;
+    if (this.busy !== null || this.pending.length === 0 || !this.due || this.broken !== null) return;
     void this.runBusy(() => this.flushLoop());
   }
 
@@ -609,10 +626,14 @@ class DurableLog implements DecisionLog {
 
   /** Commit batches until none is pending. While one is being synced the next accumulates: that is the group commit. */
   private async flushLoop(): Promise<void> {
-    while (this.pending.length > 0 && this.broken === null) {
+    while (this.pending.length > 0 && this.due && this.broken === null) {
       const batch = this.pending;
       this.pending = [];
       this.pendingBytes = 0;
+      this.due = false;
+      // Every lazy record waiting is in this batch: the next one starts a window of its own.
+      if (this.lazyTimer) clearTimeout(this.lazyTimer);
+      this.lazyTimer = null;
       try {
         await this.commit(batch);
       } catch (err) {
@@ -665,6 +686,7 @@ class DurableLog implements DecisionLog {
     const items = [...batch, ...this.pending];
     this.pending = [];
     this.pendingBytes = 0;
+    this.due = false;
     this.assigned = { ...this.committed };
     if (this.fd !== null) {
       const fd = this.fd;
@@ -855,7 +877,10 @@ class DurableLog implements DecisionLog {
     if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.timer = null;
     if (this.broken !== null) await this.recover();
+    // Everything still pending is written now, lazy records included.
+    this.due = true;
     while (this.busy !== null || (this.pending.length > 0 && this.broken === null)) {
+      this.due = true;
       this.startFlush();
       if (this.busy !== null) await this.busy.catch(() => {});
     }

@@ -253,18 +253,18 @@ export function createRequestHandler(deps: HandlerDeps) {
      * counted, and the upstream's answer still goes out (a 503 would invite
      * a retry of a write that succeeded).
      */
-    const recordOutcome: OutcomeRecorder = async (status, bytesIn, bytesOut, error) => {
+    const recordOutcome: OutcomeRecorder = (status, bytesIn, bytesOut, error) => {
       const duration = Math.round((performance.now() - started) * 1000) / 1000;
       metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, duration / 1000);
       const outcome: OutcomeEntry = { kind: 'outcome', ts: new Date().toISOString(), id, status, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: duration, error };
-      try {
-        // Nothing waits on it (unless awaitOutcomes): it rides with the next batch instead of forcing a sync of its own.
-        await sink.write(outcome, { lazy: !deps.awaitOutcomes });
-        metrics.decisionLogRecords.inc();
-      } catch (err) {
-        metrics.decisionLogErrors.inc();
-        logger.error({ err: errorSummary(err), decision_id: id }, 'the outcome of a forwarded write could not be recorded');
-      }
+      // Nothing waits on it (unless awaitOutcomes): it rides with the next batch instead of forcing a sync of its own.
+      return sink.write(outcome, { lazy: !deps.awaitOutcomes }).then(
+        () => void metrics.decisionLogRecords.inc(),
+        (err: unknown) => {
+          metrics.decisionLogErrors.inc();
+          logger.error({ err: errorSummary(err), decision_id: id }, 'the outcome of a forwarded write could not be recorded');
+        },
+      );
     };
 
     await forward(req, res, upstream, plan, id, entry, record, recordOutcome, inspected);
