@@ -8,7 +8,7 @@ import { checkRequest } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { errorResponse, type ErrorDetails, type ErrorResponse } from './refuse.js';
 import type { DataPlaneTls } from './tls-listener.js';
-import { handleConnect, isTunnelSocket, PROXY_AUTHENTICATE, proxyUser, type TunnelDeps } from './tunnel.js';
+import { handleConnect, isTunnelSocket, PROXY_CHALLENGE, proxyUser, type TunnelDeps } from './tunnel.js';
 
 export interface ProxyAppOptions extends HandlerDeps {
   logger: Logger;
@@ -94,8 +94,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
       if (tunnels !== null && /^http:\/\//i.test(req.url!)) {
         // Proxy users, when configured, are asked of every client that uses the proxy as a proxy.
         if (tunnels.users !== null && proxyUser(tunnels.users, req.headers['proxy-authorization']) === null) {
-          metrics.rejectedRequests.inc({ code: 'proxy_auth_required' });
-          res.setHeader('proxy-authenticate', PROXY_AUTHENTICATE.slice('proxy-authenticate: '.length));
+          res.setHeader('proxy-authenticate', PROXY_CHALLENGE);
           return reject(req, res, { status: 407, code: 'proxy_auth_required', detail: 'this proxy needs Proxy-Authorization (Basic)' });
         }
         const problem = toOriginForm(req);

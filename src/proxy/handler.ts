@@ -117,20 +117,19 @@ export function createRequestHandler(deps: HandlerDeps) {
     // Taken once: a reload mid-request must not change the policy this request is decided and recorded under.
     const planner = deps.planner();
     const tunnel = tunnelOf(req);
+    const misdirected = (to: Upstream | Upstream['provider'] | null, detail: string, resource?: string) => {
+      metrics.rejectedRequests.inc({ code: 'misdirected_request' });
+      sendError(req, res, to, { status: 421, code: 'misdirected_request', title: 'Misdirected Request', detail, ...(resource === undefined ? {} : { resource }) });
+    };
     // Inside a tunnel, a request names the host the tunnel was opened (and its certificate minted) for.
     if (tunnel !== null && hostnameOf(req.headers.host ?? '') !== tunnel.host) {
-      metrics.rejectedRequests.inc({ code: 'misdirected_request' });
-      const detail = `this connection is a tunnel to ${tunnel.host}: a request for another host needs its own tunnel`;
-      sendError(req, res, planner.providerFor(req.headers.host, req.url!), { status: 421, code: 'misdirected_request', title: 'Misdirected Request', detail });
-      return;
+      return misdirected(planner.providerFor(req.headers.host, req.url!), `this connection is a tunnel to ${tunnel.host}: a request for another host needs its own tunnel`);
     }
     const prepared = planner.prepare({ method: req.method!, target: req.url!, host: req.headers.host!, headers: req.headers });
     // A tunnel's requests go to its own host over TLS, as the client asked: never to another upstream a route picks.
     if (tunnel !== null && prepared.kind === 'prepared' && prepared.route.origin !== tunnelOrigin(tunnel.host, tunnel.port)) {
-      metrics.rejectedRequests.inc({ code: 'misdirected_request' });
       const detail = `this tunnel goes to https://${tunnel.host}:${tunnel.port}, but the proxy routes this request to ${prepared.route.origin}`;
-      sendError(req, res, prepared.route.upstream, { status: 421, code: 'misdirected_request', title: 'Misdirected Request', detail, resource: prepared.path });
-      return;
+      return misdirected(prepared.route.upstream, detail, prepared.path);
     }
     if (prepared.kind === 'reject') {
       metrics.rejectedRequests.inc({ code: prepared.code });
@@ -696,7 +695,6 @@ export function responseHeaders(
   return out;
 }
 
-/** Error details safe for logs: code and message, never request data. */
 /**
  * Write a decision record and count it; false, logged and counted, when the
  * log cannot take it (the caller fails closed). Its id is in the log line.
@@ -713,6 +711,7 @@ export async function writeDecision(to: { sink: DecisionSink; metrics: Metrics; 
   }
 }
 
+/** Error details safe for logs: code and message, never request data. */
 function errorSummary(err: unknown): { code?: string; message: string } {
   const e = err as { code?: string; message?: string };
   return { ...(e.code ? { code: e.code } : {}), message: e.message ?? String(err) };

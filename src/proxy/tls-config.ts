@@ -23,11 +23,6 @@ export function forwardProxySettings(config: Config, env: NodeJS.ProcessEnv = pr
   return { ca: loadInterceptionCa(fp.ca, env), users: loadProxyUsers(fp, env), maxCertificates: fp.max_certificates };
 }
 
-/** An upstream's CA bundle (PEM), read for its pools; undefined: the system roots. */
-export function upstreamCa(caFile: string | undefined): string | undefined {
-  return caFile === undefined ? undefined : readFileSync(caFile, 'utf8');
-}
-
 export function tlsProblems(config: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const tls = config.listen.tls;
@@ -46,7 +41,7 @@ export function tlsProblems(config: Config): ConfigProblem[] {
     if (u.ca_file === undefined) return;
     const path = `upstreams[${i}].ca_file`;
     try {
-      createSecureContext({ ca: upstreamCa(u.ca_file) });
+      createSecureContext({ ca: readFileSync(u.ca_file, 'utf8') });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       problems.push({ path, message: `${u.ca_file}: ${code?.startsWith('E') ? code : 'holds no PEM certificates'}`, expected: 'a readable PEM bundle of CA certificates' });

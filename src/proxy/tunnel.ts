@@ -38,7 +38,7 @@ export function tunnelOf(req: IncomingMessage): TunnelInfo | null {
 }
 
 export interface TunnelDeps {
-  minter: { secureContext(hostname: string): Promise<tls.SecureContext>; has(hostname: string): boolean };
+  minter: { secureContext(hostname: string): Promise<tls.SecureContext>; has(hostname: string): boolean; pending(): number };
   /** The upstream the tunnel is intercepted for (the current policy's), or null: refused. */
   admit(hostname: string, port: number): Upstream | null;
   /** Proxy users and their passwords; null: tunnels need no Proxy-Authorization. */
@@ -75,7 +75,6 @@ export function isTunnelSocket(socket: object): boolean {
  * than queued behind a flood (hosts already minted are unaffected).
  */
 const MAX_PENDING_MINTS = 64;
-let pendingMints = 0;
 
 /**
  * Handle one CONNECT (the `connect` event of the data plane's HTTP server).
@@ -100,7 +99,7 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
     user = proxyUser(deps.users, req.headers['proxy-authorization']);
     if (user === null) {
       deps.events.refused('proxy_auth_required');
-      return answer(407, 'proxy_auth_required', 'this proxy needs Proxy-Authorization (Basic)\n', `${PROXY_AUTHENTICATE}\r\n`);
+      return answer(407, 'proxy_auth_required', 'this proxy needs Proxy-Authorization (Basic)\n', `proxy-authenticate: ${PROXY_CHALLENGE}\r\n`);
     }
   }
   if (deps.admit(host, port) === null) {
@@ -117,19 +116,16 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
 
   // A client already gone gets no certificate minted for it.
   if (socket.destroyed || !socket.readable) return;
-  if (pendingMints >= MAX_PENDING_MINTS && !deps.minter.has(host)) {
+  if (deps.minter.pending() >= MAX_PENDING_MINTS && !deps.minter.has(host)) {
     deps.events.refused('tunnel_busy');
     return answer(503, 'tunnel_busy', 'too many tunnels to new hosts are being opened; retry shortly\n', 'retry-after: 1\r\n');
   }
   let context: tls.SecureContext;
-  pendingMints++;
   try {
     context = await deps.minter.secureContext(host);
   } catch {
     deps.events.refused('bad_connect_target');
     return answer(400, 'bad_connect_target', `no certificate can be made for ${host}\n`);
-  } finally {
-    pendingMints--;
   }
   if (socket.destroyed) return;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -182,7 +178,7 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
 }
 
 /** What a 407 asks for. */
-export const PROXY_AUTHENTICATE = 'proxy-authenticate: Basic realm="residency-proxy"';
+export const PROXY_CHALLENGE = 'Basic realm="residency-proxy"';
 
 /** The user a `Proxy-Authorization: Basic …` proves, or null. Every configured password is compared in constant time. */
 export function proxyUser(users: ReadonlyMap<string, string>, header: string | undefined): string | null {

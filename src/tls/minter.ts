@@ -92,6 +92,11 @@ export class CertificateMinter {
     return cached !== undefined && this.#now() < cached.renewAt;
   }
 
+  /** Hosts whose certificate is being minted or waits its turn. */
+  pending(): number {
+    return this.#minting.size;
+  }
+
   /** Entries cached now. */
   size(): number {
     return this.#cache.size;
