@@ -1,5 +1,5 @@
 import { bucketOf, decode } from '../location/bucket.js';
-import { gcsHostBucket, gcsSessionKey, gcsUploadId, isGcsResumableStart, parseGcsRequest } from '../location/request/azure-gcs.js';
+import { GCS_BUCKET, gcsHostBucket, gcsSessionKey, gcsUploadId, isGcsResumableStart, parseGcsRequest } from '../location/request/azure-gcs.js';
 import { detectCreateBucket } from '../location/request/create-bucket.js';
 import { paramValue } from '../location/request/query.js';
 import { addressing, AMBIGUOUS_PATH, ambiguousSegments, isFormUpload, reject, type FollowUp, type Inspect, type ReadContext, type Reading, type Reject } from './reading.js';
@@ -24,7 +24,6 @@ const RELOCATE_PATH = new RegExp(`^/storage/v1/b/${SEGMENT}/relocate$`);
 const BUCKET_RESOURCE_PATH = new RegExp(`^/storage/v1/b/${SEGMENT}/?$`);
 /** The bucket segment of a JSON API path, raw. */
 const JSON_BUCKET_SEGMENT = /^\/(?:upload\/|download\/)?storage\/v1\/b\/([^/]*)/;
-const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
 
 export function readGcs(c: ReadContext): Reading | Reject {
   const { upstream, storeHost, path, query, method, headers } = c;
@@ -68,7 +67,7 @@ export function readGcs(c: ReadContext): Reading | Reject {
     if (path.includes('/rewriteTo/') || path.includes('/copyTo/')) {
       const m = COPY_PATH.exec(path);
       const destination = m === null ? null : decode(m[3]!);
-      if (destination === null || !BUCKET_NAME.test(destination)) {
+      if (destination === null || !GCS_BUCKET.test(destination)) {
         return reject(400, 'unreadable_destination', 'a rewrite or copy path whose destination bucket the proxy cannot read the way Cloud Storage does');
       }
       destinations.push(destination);

@@ -302,7 +302,7 @@ export class Planner {
   /** Verify the request's SigV4 signature with the claimed principal's key, as S3 would (the path and query as sent). */
   private verifyPrincipal(input: RequestInput, rawPath: string, query: string | null, headers: RequestHeaders): boolean {
     const keys = this.principalKeys!;
-    const verified = verifySigV4({ method: input.method, path: rawPath, query, headers: { ...headers, host: input.host } }, (id) => keys.get(id), this.now());
+    const verified = verifySigV4({ method: input.method, path: rawPath, query, headers, host: input.host }, (id) => keys.get(id), this.now());
     return verified.ok;
   }
 

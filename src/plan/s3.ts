@@ -121,8 +121,7 @@ export function readS3(c: ReadContext): Reading | Reject {
     }
   }
   let discover: string | undefined;
-  const declaredNothing = upstream.declared.forBucket(bucket).signals.length === 0;
-  if (upstream.discovery !== null && bucket !== null && declaredNothing) {
+  if (upstream.discovery !== null && bucket !== null && upstream.declared.forBucket(bucket).signals.length === 0) {
     // Declared beats discovered: only a bucket nothing declares is looked up.
     follow = { ...follow, learnRegion: bucket };
     if (operation === 'write' && createBucket === undefined && upload === undefined) discover = bucket;

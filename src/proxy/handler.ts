@@ -114,6 +114,8 @@ export function createRequestHandler(deps: HandlerDeps) {
 
   return async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
+    /** Milliseconds since the request arrived, to the microsecond (as records hold them). */
+    const elapsedMs = () => Math.round((performance.now() - started) * 1000) / 1000;
     // Taken once: a reload mid-request must not change the policy this request is decided and recorded under.
     const planner = deps.planner();
     const tunnel = tunnelOf(req);
@@ -205,7 +207,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       status,
       bytes_in: bytesIn,
       bytes_out: bytesOut,
-      duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
+      duration_ms: elapsedMs(),
       client: maskClient(req.socket.remoteAddress ?? ''),
       error,
     });
@@ -253,7 +255,7 @@ export function createRequestHandler(deps: HandlerDeps) {
      * a retry of a write that succeeded).
      */
     const recordOutcome: OutcomeRecorder = (status, bytesIn, bytesOut, error) => {
-      const duration = Math.round((performance.now() - started) * 1000) / 1000;
+      const duration = elapsedMs();
       metrics.requestDuration.observe({ upstream: upstream.name, decision: decision.action }, duration / 1000);
       const outcome: OutcomeEntry = { kind: 'outcome', ts: new Date().toISOString(), id, status, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: duration, error };
       // Nothing waits on it (unless awaitOutcomes): it rides with the next batch instead of forcing a sync of its own.

@@ -87,7 +87,8 @@ export interface GcsTarget {
 }
 
 // Bucket names: 3..63 per dot-separated component, 222 in all; letters, digits, - _ .
-const GCS_BUCKET = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
+/** A Cloud Storage bucket name (the characters and length a bucket may have). */
+export const GCS_BUCKET = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
 const GCS_XML_SUFFIX = ['storage', 'googleapis', 'com'] as const;
 const JSON_BUCKET_PATH = /^\/(upload\/|download\/)?storage\/v1\/b\/([^/]+)(?:\/o(?:\/(.+))?)?/;
 

@@ -349,7 +349,8 @@ const HEX_REF = /^#x[0-9a-fA-F]{1,6}$/;
 const DEC_REF = /^#\d{1,7}$/;
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
-function decodeUtf8(bytes: Uint8Array): string | null {
+/** The bytes as UTF-8 text (a leading BOM dropped), or null when they are not UTF-8. */
+export function decodeUtf8(bytes: Uint8Array): string | null {
   try {
     return UTF8.decode(bytes); // also drops a leading BOM
   } catch {

@@ -1,5 +1,6 @@
-import { decodeAwsChunked, parseSafeXml, type XmlElement } from './create-bucket.js';
+import { decodeAwsChunked, decodeUtf8, parseSafeXml, type XmlElement } from './create-bucket.js';
 import { field, jsonKeyProblem } from './strict-json.js';
+import { GCS_BUCKET } from './azure-gcs.js';
 
 /**
  * Requests whose data lands somewhere other than their own target, because
@@ -49,14 +50,8 @@ function failure(code: string, error: unknown): { ok: false; code: string; detai
   return { ok: false, code, detail: error instanceof Unreadable ? error.message : 'the body could not be parsed' };
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-
 function utf8(bytes: Uint8Array): string {
-  try {
-    return UTF8.decode(bytes); // also drops a leading BOM
-  } catch {
-    return unreadable('the body is not UTF-8');
-  }
+  return decodeUtf8(bytes) ?? unreadable('the body is not UTF-8');
 }
 
 /** Order kept, duplicates dropped. */
@@ -256,7 +251,6 @@ function plainBucketName(value: string, where: string): { bucket: string } {
 
 const LOCATION_VALUE = /^[A-Za-z0-9-]{1,64}$/;
 // 3..63 characters, or up to 222 when dotted; lower case only.
-const GCS_BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
 
 /** POST /storage/v1/b/BUCKET/relocate: destinationLocation, destinationCustomPlacementConfig.dataLocations. Never throws. */
 export function gcsRelocateDestinations(body: Uint8Array): BodyReading {
@@ -292,7 +286,7 @@ export function gcsComposeDestinations(body: Uint8Array): BodyReading {
     if (typeof destination !== 'object' || Array.isArray(destination)) return unreadable('destination is not an object');
     const bucket = field(destination as Record<string, unknown>, 'bucket');
     if (bucket === undefined || bucket === null) return { ok: true, destinations: destinations([], []) };
-    if (typeof bucket !== 'string' || !GCS_BUCKET_NAME.test(bucket)) return unreadable('destination.bucket is not a bucket name');
+    if (typeof bucket !== 'string' || !GCS_BUCKET.test(bucket)) return unreadable('destination.bucket is not a bucket name');
     return { ok: true, destinations: destinations([bucket], []) };
   } catch (error) {
     return failure(DESTINATION_CODE, error);
@@ -312,7 +306,7 @@ export function gcsBucketResourceDestinations(body: Uint8Array): BodyReading {
     if (typeof logging !== 'object' || Array.isArray(logging)) return unreadable('logging is not an object');
     const bucket = field(logging as Record<string, unknown>, 'logbucket');
     if (bucket === undefined || bucket === null || bucket === '') return { ok: true, destinations: destinations([], []) };
-    if (typeof bucket !== 'string' || !GCS_BUCKET_NAME.test(bucket)) return unreadable('logging.logBucket is not a bucket name');
+    if (typeof bucket !== 'string' || !GCS_BUCKET.test(bucket)) return unreadable('logging.logBucket is not a bucket name');
     return { ok: true, destinations: destinations([bucket], []) };
   } catch (error) {
     return failure(DESTINATION_CODE, error);
@@ -329,7 +323,7 @@ export function gcsXmlLoggingDestinations(body: Uint8Array): BodyReading {
     if (named.length > 1) return unreadable('more than one LogBucket');
     if (named.length === 0 || named[0]!.text.trim() === '') return { ok: true, destinations: destinations([], []) };
     const bucket = named[0]!.text.trim();
-    if (!GCS_BUCKET_NAME.test(bucket)) return unreadable('LogBucket is not a bucket name');
+    if (!GCS_BUCKET.test(bucket)) return unreadable('LogBucket is not a bucket name');
     return { ok: true, destinations: destinations([bucket], []) };
   } catch (error) {
     return failure(DESTINATION_CODE, error);
