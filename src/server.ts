@@ -18,6 +18,7 @@ import { createRequestStores } from './fleet/request-stores.js';
 import { LocationService } from './location/service.js';
 import { createMetrics, readPackageVersion, type Metrics } from './metrics/registry.js';
 import { buildProxyApp, type ProxyApp } from './proxy/app.js';
+import { createDataPlane, type DataPlane } from './proxy/data-plane.js';
 import { writeDecision } from './proxy/handler.js';
 import { Forwarder, type ForwarderOptions } from './proxy/forward.js';
 import { forwardProxySettings } from './proxy/tls-config.js';
@@ -29,7 +30,7 @@ import type { Planner } from './plan/plan.js';
 import { signedRequestWarnings, type Upstream } from './plan/route.js';
 import { PolicyStore } from './reload.js';
 
-export { buildPlanner, loadConfig, parseConfigText, CONFIG_CHECKS } from './load.js';
+export { buildPlanner, loadConfig, parseConfigText } from './load.js';
 
 export interface ResidencyProxyOptions {
   logger?: Logger;
@@ -59,19 +60,31 @@ export interface ResidencyProxyOptions {
    * decision is durable before the write; the outcome follows in the next batch.
    */
   awaitOutcomes?: boolean;
+  /**
+   * This process is worker `index` of a `workers` cluster (src/cluster): it
+   * writes its own decision log file, labels every metric series
+   * `worker="<index>"`, and leaves the admin port and the demo upstream to the
+   * primary (which reaches this admin app through `admin.inject`).
+   */
+  clusterWorker?: { index: number; decisionLogPath: string };
 }
 
 export interface ResidencyProxy {
   readonly config: Config;
+  /** The data plane's own listener (`serve`). */
   readonly proxy: ProxyApp;
+  /** The data plane's request entry, for a Fastify route of someone else's app (the plugin). */
+  readonly dataPlane: DataPlane;
   readonly admin: FastifyInstance;
   readonly metrics: Metrics;
   readonly logger: Logger;
   planner(): Planner;
   /** The policy lifecycle: status, reload. */
   readonly policy: PolicyStore;
-  /** Bind both listeners; returns their addresses. */
+  /** Bind both listeners; returns their addresses (a cluster worker binds no admin port: ignore its admin address). */
   listen(): Promise<{ proxy: AddressInfo; admin: AddressInfo }>;
+  /** Starts every part, binding only the listeners asked for (the plugin binds neither data-plane listener nor, if told, admin). */
+  start(listeners: { dataPlane: boolean; admin: boolean }): Promise<{ admin: AddressInfo | null }>;
   /** Stop accepting, let in-flight requests finish, close the log. */
   close(): Promise<void>;
 }
@@ -83,8 +96,10 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     options.logger ??
     pino({ level: config.log_level }, pino.destination({ dest: config.decision_log.path === '-' ? 2 : 1, sync: false }));
   let lastFlush: number | null = null;
+  const worker = options.clusterWorker;
   const metrics = createMetrics({
     version: readPackageVersion(),
+    ...(worker ? { defaultLabels: { worker: String(worker.index) } } : {}),
     // Closures: the sources are built below and read at scrape time.
     evidence: {
       decisionLogBacklog: () => (decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0)),
@@ -131,7 +146,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.
   const decisionLog = options.sink
     ? { sink: options.sink, log: null }
-    : openDecisionLog(config.decision_log, {
+    : openDecisionLog(worker ? { ...config.decision_log, path: worker.decisionLogPath } : config.decision_log, {
         replica,
         env: options.env ?? process.env,
         onError: (err) => logger.error({ err: err.message, code: (err as { code?: string }).code }, 'decision log write failed'),
@@ -221,9 +236,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     },
   });
 
-  const proxy = buildProxyApp({
-    tls: config.listen.tls === undefined ? null : dataPlaneTls(config.listen.tls.certificates),
-    tunnels: forwardProxy(),
+  const dataPlane = createDataPlane({
     planner,
     maskClient,
     forwarder,
@@ -234,8 +247,17 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     logger,
     awaitOutcomes: options.awaitOutcomes ?? false,
     maxHeaders: config.limits.max_headers,
-    maxHeaderBytes: config.limits.max_header_bytes,
     limits: { refusalDrainBytes: config.limits.refusal_drain_bytes, refusalLingerMs: config.limits.refusal_linger_ms },
+  });
+  // The proxy's own listener (the plugin serves the data plane on its host's server instead).
+  const proxy = buildProxyApp({
+    plane: dataPlane,
+    tls: config.listen.tls === undefined ? null : dataPlaneTls(config.listen.tls.certificates),
+    tunnels: forwardProxy(),
+    metrics,
+    logger,
+    maxHeaders: config.limits.max_headers,
+    maxHeaderBytes: config.limits.max_header_bytes,
     headersTimeoutMs: config.limits.client_header_timeout_ms,
   });
   const admin = buildAdminApp({
@@ -261,36 +283,48 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   return {
     config,
     proxy,
+    dataPlane,
     admin,
     metrics,
     logger,
     planner,
     policy,
-    async listen() {
-      // A replica started during a lockdown starts locked down (bounded wait: a down Redis does not block).
-      await fleet.start();
-      if (config.demo_upstream) {
-        const demo = await startDemoUpstream(config.demo_upstream.host, config.demo_upstream.port);
-        closeDemo = demo.close;
-        logger.info({ demo_upstream: `${demo.address.address}:${demo.address.port}` }, 'demo upstream listening (stores nothing)');
-      }
-      try {
-        // Admin first: /readyz answers (not ready) while the location sources load.
-        await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
-        // A corrupt GeoIP database or range file stops the start, naming the file.
-        await location?.resolved(STARTUP_RESOLVE_MS);
-        proxyAddress = await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
-      } catch (err) {
-        await close();
-        throw err;
-      }
-      if (options.watch) policy.watch();
-      shipper?.start();
-      fleet.announce();
-      return { proxy: proxyAddress!, admin: admin.server.address() as AddressInfo };
+    listen: async () => {
+      const { admin: adminAddress } = await start({ dataPlane: true, admin: !worker });
+      return { proxy: proxyAddress!, admin: adminAddress ?? (admin.server.address() as AddressInfo) };
     },
+    start,
     close,
   };
+
+  /** Starts every part; binds the data-plane and admin listeners only where asked (the plugin serves the data plane on its host's server). */
+  async function start(listeners: { dataPlane: boolean; admin: boolean }): Promise<{ admin: AddressInfo | null }> {
+    // A replica started during a lockdown starts locked down (bounded wait: a down Redis does not block).
+    await fleet.start();
+    if (config.demo_upstream && !worker) {
+      const demo = await startDemoUpstream(config.demo_upstream.host, config.demo_upstream.port);
+      closeDemo = demo.close;
+      logger.info({ demo_upstream: `${demo.address.address}:${demo.address.port}` }, 'demo upstream listening (stores nothing)');
+    }
+    let adminAddress: AddressInfo | null = null;
+    try {
+      // Admin first: /readyz answers (not ready) while the location sources load.
+      if (listeners.admin) {
+        await admin.listen({ host: config.admin.host, port: config.admin.port ?? 9464 });
+        adminAddress = admin.server.address() as AddressInfo;
+      } else await admin.ready();
+      // A corrupt GeoIP database or range file stops the start, naming the file.
+      await location?.resolved(STARTUP_RESOLVE_MS);
+      if (listeners.dataPlane) proxyAddress = await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
+    } catch (err) {
+      await close();
+      throw err;
+    }
+    if (options.watch) policy.watch();
+    shipper?.start();
+    fleet.announce();
+    return { admin: adminAddress };
+  }
 
   function close(): Promise<void> {
     closing ??= closeAll();

@@ -6,10 +6,13 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 /** Thrown for a bad command line; main prints it with the command's usage. */
 export class UsageError extends Error {}
 
-export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals = false) {
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Parsed<T extends Options> = ReturnType<typeof parseArgs<{ options: T & { help: { type: 'boolean'; short: 'h' } }; allowPositionals: true; strict: true }>>;
+
+export function parse<T extends Options>(args: string[], options: T, allowPositionals = false): Parsed<T> {
   try {
     const config = { args, options: { help: { type: 'boolean', short: 'h' }, ...options }, allowPositionals, strict: true } as const;
-    return parseArgs(config) as ReturnType<typeof parseArgs<{ options: T & { help: { type: 'boolean'; short: 'h' } }; allowPositionals: true; strict: true }>>;
+    return parseArgs(config) as Parsed<T>;
   } catch (err) {
     throw new UsageError((err as Error).message);
   }

@@ -1,16 +1,18 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/registry.js';
-import { createRequestHandler, type HandlerDeps } from './handler.js';
-import { checkRequest } from './hygiene.js';
-import { lingerOnClose } from './linger.js';
-import { errorResponse, type ErrorDetails, type ErrorResponse } from './refuse.js';
+import type { DataPlane } from './data-plane.js';
+import { errorResponse, type ErrorResponse } from './refuse.js';
+import { registerDataPlane } from './routes.js';
 import type { DataPlaneTls } from './tls-listener.js';
 import { handleConnect, isTunnelSocket, PROXY_CHALLENGE, proxyUser, type TunnelDeps } from './tunnel.js';
 
-export interface ProxyAppOptions extends HandlerDeps {
+export interface ProxyAppOptions {
+  /** Where every routed request goes. */
+  plane: DataPlane;
   logger: Logger;
   metrics: Metrics;
   maxHeaders: number;
@@ -23,26 +25,27 @@ export interface ProxyAppOptions extends HandlerDeps {
   tunnels?: Omit<TunnelDeps, 'inject'> | null;
 }
 
-/** The data-plane HTTP server: listen, then close (draining in-flight requests). */
+/** The data-plane server: listen, then close (draining in-flight requests). */
 export interface ProxyApp {
   readonly server: http.Server;
+  /** The Fastify application the server's requests go through. */
+  readonly fastify: FastifyInstance;
   listen(at: { host: string; port: number }): Promise<AddressInfo>;
   close(): Promise<void>;
 }
-
-/** The methods a storage API uses; anything else is answered 405 before any planning. */
-const METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'POST', 'PATCH', 'DELETE']);
 
 /** Idle keep-alive connections are closed after this long (the clients' pools reconnect). */
 const KEEP_ALIVE_MS = 5_000;
 
 /**
- * The data plane on Node's own HTTP server, with no framework between the
- * parser and the handler: every request takes the same path (hygiene, then
- * plan, then refuse or forward), so a router, hooks and a reply object would
- * only cost time on each request. Request hygiene runs on the raw request
- * (Node's parser has already dropped what it keeps only in rawHeaders);
- * CONNECT is answered 405 on the socket: never an open proxy.
+ * The data plane as a Fastify application on a server of our own making
+ * (`serverFactory`): Node's server keeps what the proxy relies on below the
+ * framework (header limits and timeouts, `checkContinue` so 100 Continue
+ * waits for the decision, CONNECT, parse errors answered in our format,
+ * HTTP/1.1 only), and Fastify routes every request to the data plane's
+ * catch-all route. Absolute-form targets of forward-proxy clients are read
+ * as origin-form before routing; CONNECT is intercepted or answered 405 on
+ * the socket: never an open proxy.
  */
 export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   const { metrics, logger } = options;
@@ -52,28 +55,9 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   let secureListener: tls.Server | null = null;
   /** Forward-proxy mode: each accepted connection's client address, for the record of a CONNECT refused after the client left. */
   const clientAddresses = new WeakMap<object, string>();
-  const handle = createRequestHandler(options);
-  let closing = false;
-  // Responses in progress, so a shutdown can end their connections with them.
-  const inFlight = new Set<http.ServerResponse>();
-  const forget = function (this: http.ServerResponse) {
-    inFlight.delete(this);
-  };
-
-  /** The provider whose format a refusal before planning takes, when the request names a route (else problem+json). */
-  const providerOf = (req: http.IncomingMessage) => {
-    const host = req.headers.host;
-    return options.planner().providerFor(typeof host === 'string' ? host : undefined, req.url ?? '/');
-  };
-
-  /** An answer the proxy gives before planning; the connection closes (its framing may not be trusted). */
-  const reject = (req: http.IncomingMessage, res: http.ServerResponse, details: Omit<ErrorDetails, 'title'>) => {
-    metrics.rejectedRequests.inc({ code: details.code });
-    const out = errorResponse(providerOf(req), { ...details, title: http.STATUS_CODES[details.status] ?? 'Bad request' });
-    // After a framing refusal the body boundaries cannot be trusted (RFC 9112 §6.3): close, with a linger.
-    lingerOnClose(req, { maxBytes: options.limits.refusalDrainBytes, maxMs: options.limits.refusalLingerMs });
-    answerAndClose(res, out);
-  };
+  const plane = options.plane;
+  /** Fastify's request entry (router, hooks, route handler), handed over by the server factory. */
+  let route: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null = null;
 
   const server = http.createServer(
     // Uploads can take minutes: the upstream timeouts bound what matters. The request head is
@@ -88,23 +72,19 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
       keepAliveTimeout: KEEP_ALIVE_MS,
     },
     (req, res) => {
-      inFlight.add(res);
-      res.once('close', forget);
       // A forward proxy's plain-HTTP client (HTTP_PROXY) names the origin in the target: read it as origin-form.
       if (tunnels !== null && /^http:\/\//i.test(req.url!)) {
         // Proxy users, when configured, are asked of every client that uses the proxy as a proxy.
         if (tunnels.users !== null && proxyUser(tunnels.users, req.headers['proxy-authorization']) === null) {
           res.setHeader('proxy-authenticate', PROXY_CHALLENGE);
-          return reject(req, res, { status: 407, code: 'proxy_auth_required', detail: 'this proxy needs Proxy-Authorization (Basic)' });
+          return plane.reject(req, res, { status: 407, code: 'proxy_auth_required', detail: 'this proxy needs Proxy-Authorization (Basic)' });
         }
         const problem = toOriginForm(req);
-        if (problem !== null) return reject(req, res, { status: 400, code: 'bad_absolute_target', detail: problem });
+        if (problem !== null) return plane.reject(req, res, { status: 400, code: 'bad_absolute_target', detail: problem });
       }
-      const refusal = checkRequest(req, { maxHeaders: options.maxHeaders });
-      if (refusal) return reject(req, res, refusal);
-      if (!METHODS.has(req.method!)) return reject(req, res, { status: 405, code: 'method_not_allowed', detail: `method ${req.method} is not supported` });
-      if (closing) return reject(req, res, { status: 503, code: 'shutting_down', detail: 'the proxy is shutting down; retry on another replica' });
-      handle(req, res).catch((err: unknown) => failed(err, req, res));
+      // A target the router cannot read as a path (`*`, `host:port`) is still the data plane's to answer.
+      if (req.url!.charCodeAt(0) !== SLASH) return plane.serve(req, res);
+      route!(req, res);
     },
   );
   // One more than the limit, so a request over the limit is seen, not silently cut.
@@ -128,7 +108,26 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     const detail = tunnels === null ? 'CONNECT is not supported: this is a reverse proxy, not a tunnel' : 'a tunnel cannot be opened inside a tunnel';
     endWith(socket, errorResponse(null, { status: 405, code: 'connect_not_allowed', title: 'Method Not Allowed', detail }));
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+
+  const fastify = Fastify({
+    serverFactory: (handler) => {
+      route = handler;
+      return server;
+    },
+    // Our refusals, in the provider's format, for what the parser or the router cannot read.
+    clientErrorHandler: (err, socket) => answerClientError(err as NodeJS.ErrnoException, socket as Socket),
+    frameworkErrors: (_err, request, reply) => {
+      reply.hijack();
+      plane.serve(request.raw, reply.raw);
+    },
+    // Shutdown answers come from the data plane (503 in the provider's format).
+    return503OnClosing: false,
+    // Nothing reads Fastify's parsed query: the planner reads the target as sent.
+    routerOptions: { querystringParser: () => ({}) },
+  });
+  fastify.register(async (scope) => registerDataPlane(scope, plane));
+
+  function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     // A request Node's parser could not read: answer once, then close. As
     // Node itself does, never when a response has started on this socket
     // (the answer would corrupt it).
@@ -141,21 +140,13 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     const code = status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'malformed_request';
     metrics.rejectedRequests.inc({ code });
     endWith(socket, errorResponse(null, { status, code, title: http.STATUS_CODES[status]!, detail: 'the request could not be parsed as HTTP/1.1' }));
-  });
-
-  /** A bug, not a request problem: logged, and answered 500 if nothing was sent yet. */
-  function failed(err: unknown, req: http.IncomingMessage, res: http.ServerResponse): void {
-    logger.error({ err: { message: (err as Error)?.message ?? String(err) }, method: req.method }, 'request handler failed');
-    if (res.headersSent || res.destroyed) {
-      res.destroy();
-      return;
-    }
-    answerAndClose(res, errorResponse(providerOf(req), { status: 500, code: 'internal_error', title: 'Internal Server Error', detail: 'the proxy failed to handle this request' }));
   }
 
   return {
     server,
-    listen: (at) => {
+    fastify,
+    listen: async (at) => {
+      await fastify.ready();
       const listener = options.tls ? createSecureListener(options.tls) : server;
       return new Promise<AddressInfo>((resolve, reject) => {
         listener.once('error', reject);
@@ -168,24 +159,18 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
         });
       });
     },
-    close: () => {
-      closing = true;
-      // Node's close() stops accepting and drops idle connections, but a
-      // keep-alive connection stays open after its in-flight response, so each
-      // keep-alive client would hold the shutdown for the keep-alive timeout.
-      // Responses still in progress end their connection instead:
-      // `Connection: close` if the head is not out yet, else a close once the
-      // response has been written.
-      for (const res of inFlight) {
-        if (!res.headersSent) res.shouldKeepAlive = false;
-        else res.once('finish', () => res.req.socket.destroySoon());
-      }
+    close: async () => {
+      // Node's close() stops accepting and drops idle connections; the data plane ends the busy ones after their response.
+      plane.beginClose();
       options.tls?.close();
       const listener = secureListener ?? server;
-      if (!listener.listening) return Promise.resolve();
-      // The TLS listener's close waits for its connections; the HTTP server only drops its idle ones.
-      if (listener !== server) server.closeIdleConnections();
-      return new Promise<void>((resolve) => listener.close(() => resolve()));
+      if (listener.listening) {
+        // The TLS listener's close waits for its connections; the HTTP server only drops its idle ones.
+        if (listener !== server) server.closeIdleConnections();
+        await new Promise<void>((resolve) => listener.close(() => resolve()));
+      }
+      // Fastify's own onClose hooks (it never listened itself, so it leaves the server alone).
+      await fastify.close();
     },
   };
 
@@ -200,6 +185,8 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     return listener;
   }
 }
+
+const SLASH = 0x2f;
 
 /**
  * `GET http://host/path` from a forward proxy's client: the target's
@@ -228,10 +215,4 @@ function discardSocketError(): void {}
 function endWith(socket: Socket, out: ErrorResponse): void {
   const head = Object.entries(out.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   socket.end(`HTTP/1.1 ${out.status} ${http.STATUS_CODES[out.status]}\r\n${head}content-length: ${Buffer.byteLength(out.body)}\r\nconnection: close\r\n\r\n${out.body}`);
-}
-
-/** An answer after which the connection closes. */
-function answerAndClose(res: http.ServerResponse, out: ErrorResponse): void {
-  res.writeHead(out.status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
-  res.end(out.body);
 }
