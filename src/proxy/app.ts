@@ -23,6 +23,8 @@ export interface ProxyAppOptions {
   tls?: DataPlaneTls | null;
   /** Forward-proxy mode (`forward_proxy`): CONNECT is intercepted, absolute-form http:// targets accepted. Absent: CONNECT is answered 405. */
   tunnels?: Omit<TunnelDeps, 'inject'> | null;
+  /** `node`: requests skip Fastify and go straight to the data plane (only to measure what the Fastify front costs). */
+  front?: 'fastify' | 'node';
 }
 
 /** The data-plane server: listen, then close (draining in-flight requests). */
@@ -56,6 +58,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   /** Forward-proxy mode: each accepted connection's client address, for the record of a CONNECT refused after the client left. */
   const clientAddresses = new WeakMap<object, string>();
   const plane = options.plane;
+  const viaNode = options.front === 'node';
   /** Fastify's request entry (router, hooks, route handler), handed over by the server factory. */
   let route: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null = null;
 
@@ -83,7 +86,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
         if (problem !== null) return plane.reject(req, res, { status: 400, code: 'bad_absolute_target', detail: problem });
       }
       // A target the router cannot read as a path (`*`, `host:port`) is still the data plane's to answer.
-      if (req.url!.charCodeAt(0) !== SLASH) return plane.serve(req, res);
+      if (viaNode || req.url!.charCodeAt(0) !== SLASH) return plane.serve(req, res);
       route!(req, res);
     },
   );

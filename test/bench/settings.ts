@@ -186,6 +186,13 @@ export const FEATURES = {
     },
     env: { RESIDENCY_BENCH_CLIENT_SALT: 'benchmark-salt-not-a-secret-0123456789abcdef' },
   },
+  nodeFront: {
+    name: 'node-front',
+    summary: "the data plane on Node's server alone, without the Fastify front (to measure what Fastify costs)",
+    needs: [],
+    apply() {},
+    env: { RESIDENCY_DATA_PLANE_FRONT: 'node' },
+  },
   dns: {
     name: 'dns',
     summary: 'pinned DNS for upstream names (system resolver; the IP-literal upstream needs no query)',
@@ -267,6 +274,12 @@ export const SETTINGS: readonly ProxySetting[] = [
     summary:
       'everything on: enforce, rules + exception, shadow policy, network location (warm cache), request signals, durable fsync\'d decision log with group commit, hashed client addresses',
     features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.durableLog, F.clientHash],
+    enforce: true,
+  },
+  {
+    name: 'enforce-full-node-front',
+    summary: "enforce-full with the data plane on Node's server alone (no Fastify front): the Fastify front's cost is enforce-full against this",
+    features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.durableLog, F.clientHash, F.nodeFront],
     enforce: true,
   },
 ];
