@@ -259,6 +259,8 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     maxHeaders: config.limits.max_headers,
     maxHeaderBytes: config.limits.max_header_bytes,
     headersTimeoutMs: config.limits.client_header_timeout_ms,
+    // RESIDENCY_DATA_PLANE_FRONT=node: the data plane on Node's server alone, for the benchmark that measures the Fastify front's cost.
+    front: (options.env ?? process.env).RESIDENCY_DATA_PLANE_FRONT === 'node' ? 'node' : 'fastify',
   });
   const admin = buildAdminApp({
     logger,
