@@ -128,6 +128,9 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     // Nothing reads Fastify's parsed query: the planner reads the target as sent.
     routerOptions: { querystringParser: () => ({}) },
   });
+  // Every method is bodyless to this app: Fastify then never looks at Content-Type (it would answer
+  // 415 to one it cannot parse, or to an empty one), and the request reaches the data plane as sent.
+  for (const method of fastify.supportedMethods) fastify.addHttpMethod(method, { hasBody: false, overrideExisting: true });
   fastify.register(async (scope) => registerDataPlane(scope, plane));
 
   function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {

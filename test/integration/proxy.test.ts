@@ -547,6 +547,18 @@ describe('residency proxy over real sockets', () => {
       expectUpload(res, 12, true);
     });
 
+    it('forwards-writes-whose-content-type-no-parser-could-read-as-sent-the-fastify-front-reads-no-body', async () => {
+      for (const type of ['', ';;;', 'a/b; x="', 'application/json', 'multipart/form-data; boundary=x']) {
+        newRecords();
+        const res = await rawRequest(proxy.port, `PUT /us/bucket/typed.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${type}\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{not json`);
+        expect(res.status, `Content-Type: ${type}`).toBe(200);
+        const rec = us.requests.at(-1) as RecordedRequest;
+        expect(rec.headers['content-type']).toBe(type);
+        expect(rec.bodyBytes).toBe(9);
+        expect(newRecords()).toHaveLength(1);
+      }
+    });
+
     it('sends-100-continue-only-after-allowing-a-write', async () => {
       newRecords();
       const body = generated(2 * MiB, 13);
