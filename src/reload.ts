@@ -13,7 +13,7 @@ import type { Planner } from './plan/plan.js';
  */
 
 /** Keys that are bound at start-up; a change is reported, not silently ignored. */
-const RESTART_KEYS = ['listen', 'admin', 'decision_log', 'redis', 'dns', 'limits', 'demo_upstream', 'fleet'] as const;
+const RESTART_KEYS = ['listen', 'admin', 'decision_log', 'redis', 'dns', 'limits', 'demo_upstream', 'fleet', 'forward_proxy', 'workers'] as const;
 
 export interface ReloadAttempt {
   readonly at: string;

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { KeyObject } from 'node:crypto';
 import type { QueryFilter, QueryFormat } from '../audit/query.js';
-import type { Anchor, Finding } from '../audit/verify.js';
+import type { Anchor, Finding, VerifyResult } from '../audit/verify.js';
+import type { LogSet } from '../audit/worker-logs.js';
 import { plural } from '../text.js';
 
 // Audit commands run on auditors' machines over multi-GB logs: each loads only
@@ -28,21 +29,25 @@ const USAGE = `Usage: residency-proxy audit COMMAND …
       (private, for decision_log.signing_key_file) and DIR/decision-log-signing.pub
       (public, for auditors). Prints the public key and its key id.
 
-  verify FILE|DIR… [--public-key PEM] [--require-signature] [--anchor HASH|DIGEST]…
-        [--format text|json]
+  verify FILE|DIR…|--config FILE [--public-key PEM] [--require-signature]
+        [--anchor HASH|DIGEST]… [--format text|json]
       Check record hashes, seq and prev continuity within and across files,
       digests and signatures. Reports the first broken record (file, line,
       seq, what is wrong). Exit 0 intact, 1 broken.
+      --config reads decision_log.path from a proxy config. A log path beside
+      which workers wrote (workers > 1: decisions.w1.log, decisions.w2.log, …)
+      verifies every worker's log (its rotated files too), one result each;
+      exit 1 when any is broken.
       Each log must start at seq 1; where older files were deleted on purpose,
       --anchor names where retained history starts: the hash of the last
       record before it, or the digest file that sealed that record. Repeat it
       for several logs.
 
-  query FILE|DIR… [--since T] [--until T] [--decision allow|block] [--upstream U]
+  query FILE|DIR…|--config FILE [--since T] [--until T] [--decision allow|block] [--upstream U]
         [--jurisdiction J] [--mode M] [--format json|table|csv]
       Stream matching records (json: the lines as stored).
 
-  report FILE|DIR… [--since T] [--until T] [--format md|html|json] [--public-key PEM]
+  report FILE|DIR…|--config FILE [--since T] [--until T] [--format md|html|json] [--public-key PEM]
         [--anchor HASH|DIGEST]… [--out FILE]
       Totals by decision, mode, jurisdiction, upstream; blocked non-US writes;
       monitor-mode would-blocks; top reasons; policy versions; chain check
@@ -51,6 +56,9 @@ const USAGE = `Usage: residency-proxy audit COMMAND …
 
   export --redis URL --stream KEY --out DIR
       Drain a decision stream into one verifiable file per replica.
+
+query and report read every worker's log too when given the configured log
+path (or --config).
 
 T is ISO 8601 (2026-01-31, 2026-01-31T12:00:00Z), a duration back from now (90m, 24h, 7d) or now.
 --since is included, --until excluded.`;
@@ -128,6 +136,7 @@ async function verify(args: string[]): Promise<number> {
       'require-signature': { type: 'boolean' },
       anchor: { type: 'string', multiple: true },
       format: { type: 'string', default: 'text' },
+      config: { type: 'string' },
     },
     true,
   );
@@ -135,21 +144,39 @@ async function verify(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (positionals.length === 0) throw new UsageError('verify needs at least one FILE or DIR');
+  const logs = await withConfiguredLog(positionals, values.config);
+  if (logs.length === 0) throw new UsageError('verify needs at least one FILE or DIR, or --config');
   if (values.format !== 'text' && values.format !== 'json') throw new UsageError('--format is text or json');
   if (values['require-signature'] && !values['public-key']) throw new UsageError('--require-signature needs --public-key');
   const { verifyLogs } = await import('../audit/verify.js');
+  const { splitByWorker } = await import('../audit/worker-logs.js');
   const publicKey = await loadPublicKey(values['public-key']);
   const anchors = await anchorsFrom(values.anchor, publicKey);
-  const result = await verifyLogs(positionals, {
-    publicKey,
-    requireSignature: values['require-signature'] === true,
-    anchors,
-  });
-  if (values.format === 'json') {
-    console.log(JSON.stringify(result, null, 2));
-    return result.ok ? 0 : 1;
+  const sets = splitByWorker(logs);
+  const results: { set: LogSet; result: VerifyResult }[] = [];
+  for (const set of sets) {
+    results.push({ set, result: await verifyLogs(set.args, { publicKey, requireSignature: values['require-signature'] === true, anchors }) });
   }
+  const ok = results.every((r) => r.result.ok);
+  const single = results.length === 1 && results[0]!.set.worker === null;
+  if (values.format === 'json') {
+    // One log: the result as before; several (workers): one result per log.
+    const body = single ? results[0]!.result : { ok, logs: results.map(({ set, result }) => ({ worker: set.worker, log: set.label, ...result })) };
+    console.log(JSON.stringify(body, null, 2));
+    return ok ? 0 : 1;
+  }
+  if (single) return printVerified(results[0]!.result);
+  for (const { set, result } of results) {
+    console.log(`== ${set.worker === null ? set.label : `worker ${set.worker}: ${set.label}`}`);
+    printVerified(result);
+  }
+  const broken = results.filter((r) => !r.result.ok).map((r) => (r.set.worker === null ? r.set.label : `worker ${r.set.worker}`));
+  console.log(broken.length === 0 ? `ALL INTACT: ${plural(results.length, 'log')}` : `BROKEN: ${broken.length} of ${plural(results.length, 'log')} (${broken.join(', ')})`);
+  return ok ? 0 : 1;
+}
+
+/** The text output of one verification; returns its exit code. */
+function printVerified(result: VerifyResult): number {
   for (const f of result.files) {
     const range = f.first_seq === null ? 'no records' : `seq ${f.first_seq}–${f.last_seq} (${plural(f.records, 'record')})`;
     const seal = f.sealed ? `sealed, ${f.signature}` : 'unsealed';
@@ -166,6 +193,27 @@ async function verify(args: string[]): Promise<number> {
   const unsigned = result.files.filter((f) => f.signature === 'unsigned').length;
   console.log(`INTACT: ${plural(result.records, 'record')} in ${plural(result.files.length, 'file')}${unsigned > 0 ? ` (${plural(unsigned, 'digest')} unsigned)` : ''}`);
   return 0;
+}
+
+/** The positional log arguments, plus the log a proxy config names (--config). */
+async function withConfiguredLog(positionals: readonly string[], configFile: string | undefined): Promise<string[]> {
+  if (configFile === undefined) return [...positionals];
+  // Only here: the config parser and schema load when asked for.
+  const { ConfigError, loadConfigFile } = await import('../config/load.js');
+  let path: string;
+  try {
+    path = loadConfigFile(configFile, { env: process.env }).decision_log.path;
+  } catch (err) {
+    throw new UsageError(err instanceof ConfigError ? err.message : (err as Error).message);
+  }
+  if (path === '-') throw new UsageError(`${configFile}: decision_log.path is "-" (stdout): there is no log file to read`);
+  return [...positionals, path];
+}
+
+/** Arguments as query and report read them: a log path beside which workers wrote stands for every worker's log too. */
+async function everyWorkerLog(args: readonly string[]): Promise<string[]> {
+  const { splitByWorker } = await import('../audit/worker-logs.js');
+  return splitByWorker(args).flatMap((set) => set.args);
 }
 
 async function filterFrom(values: Record<string, string | boolean | string[] | undefined>): Promise<QueryFilter> {
@@ -202,6 +250,7 @@ async function query(args: string[]): Promise<number> {
       jurisdiction: { type: 'string' },
       mode: { type: 'string' },
       format: { type: 'string', default: 'json' },
+      config: { type: 'string' },
     },
     true,
   );
@@ -209,11 +258,12 @@ async function query(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (positionals.length === 0) throw new UsageError('query needs at least one FILE or DIR');
+  const logs = await everyWorkerLog(await withConfiguredLog(positionals, values.config));
+  if (logs.length === 0) throw new UsageError('query needs at least one FILE or DIR, or --config');
   const format = values.format as QueryFormat;
   if (!['json', 'table', 'csv'].includes(format)) throw new UsageError('--format is json, table or csv');
   const { runQuery } = await import('../audit/query.js');
-  const stats = await runQuery(positionals, await filterFrom(values), format, process.stdout);
+  const stats = await runQuery(logs, await filterFrom(values), format, process.stdout);
   if (stats.unreadable > 0) console.error(`${plural(stats.unreadable, 'line')} ${stats.unreadable === 1 ? 'was not a record' : 'were not records'} (run "audit verify")`);
   return 0;
 }
@@ -229,6 +279,7 @@ async function report(args: string[]): Promise<number> {
       'require-signature': { type: 'boolean' },
       anchor: { type: 'string', multiple: true },
       out: { type: 'string' },
+      config: { type: 'string' },
     },
     true,
   );
@@ -236,12 +287,13 @@ async function report(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (positionals.length === 0) throw new UsageError('report needs at least one FILE or DIR');
+  const logs = await everyWorkerLog(await withConfiguredLog(positionals, values.config));
+  if (logs.length === 0) throw new UsageError('report needs at least one FILE or DIR, or --config');
   if (values.format !== 'md' && values.format !== 'html' && values.format !== 'json') throw new UsageError('--format is md, html or json');
   const { since, until } = await filterFrom(values);
   const { buildReport, renderHtml, renderMarkdown } = await import('../audit/report.js');
   const publicKey = await loadPublicKey(values['public-key']);
-  const data = await buildReport(positionals, {
+  const data = await buildReport(logs, {
     since,
     until,
     publicKey,

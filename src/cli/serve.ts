@@ -1,3 +1,5 @@
+import cluster from 'node:cluster';
+import { workerCount, workerIndexFrom } from '../cluster/protocol.js';
 import { defaultConfigPath, parse, withUsage } from './args.js';
 import { loadPolicyOrReport } from './config-file.js';
 
@@ -6,7 +8,10 @@ const USAGE = `Usage: residency-proxy serve [--config FILE]
 Runs the proxy. Config: --config, else $RESIDENCY_CONFIG, else the shipped
 config/default.yaml. PORT, ADMIN_PORT and LOG_LEVEL override the file.
 The policy reloads when the file changes and on SIGHUP.
-SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0.`;
+SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0.
+With workers > 1 this process is the primary: it forks the workers (one
+listener, one decision log each), serves the admin port, passes SIGHUP on,
+restarts a worker that dies and drains them all on SIGTERM or SIGINT.`;
 
 export function serveCommand(args: string[]): Promise<number> {
   return withUsage(USAGE, async () => {
@@ -18,6 +23,12 @@ export function serveCommand(args: string[]): Promise<number> {
     const file = values.config ?? process.env.RESIDENCY_CONFIG ?? defaultConfigPath();
     const loaded = loadPolicyOrReport(file);
     if (!loaded) return 1;
+
+    // A forked worker reads the same file; the count is the primary's business.
+    const worker = cluster.isWorker ? workerIndexFrom(process.env) : null;
+    if (worker !== null) return (await import('../cluster/worker.js')).runWorker(loaded, worker);
+    const count = workerCount(loaded.config);
+    if (count > 1) return (await import('../cluster/primary.js')).runPrimary(loaded, file, count);
 
     // The server's packages (fastify, undici, pino, …) load only for a valid config: --help and a bad file answer at once.
     const { createResidencyProxy } = await import('../server.js');

@@ -22,6 +22,8 @@ const UnknownLocation = OneOf(['block', 'allow'] as const);
 const Method = Type.String({ pattern: '^[A-Z]+$', description: 'an HTTP method in upper case' });
 const Jurisdiction = Type.String({ description: 'an ISO 3166-1 alpha-2 code' });
 const Port = Type.Integer({ minimum: 0, maximum: 65535 });
+/** A bound on `workers`, so a typo cannot fork thousands of processes. */
+const MAX_WORKERS = 256;
 const Seconds = Type.Number({ exclusiveMinimum: 0 });
 
 const CertificateFiles = Type.Object(
@@ -238,6 +240,15 @@ export const ConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    // Data-plane processes on the one listener (node:cluster). Each is its own replica with its own decision log (see src/cluster).
+    workers: Type.Unsafe<number | 'auto'>({
+      type: ['integer', 'string'],
+      minimum: 1,
+      maximum: MAX_WORKERS,
+      pattern: '^auto$',
+      default: 1,
+      description: `an integer from 1 to ${MAX_WORKERS}, or "auto" (one per CPU core the process may use)`,
+    }),
     allowed_jurisdictions: Type.Array(Jurisdiction, { minItems: 1, default: ['US'] }),
     mode: OneOf(MODES, { default: 'enforce' }),
     unknown_location: OneOf(['block', 'allow'] as const, { default: 'block' }),

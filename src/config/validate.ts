@@ -62,7 +62,26 @@ export function structuralProblems(config: Config): ConfigProblem[] {
   config.dns?.servers?.forEach((s, i) => {
     if (!parseHostPort(s)) problems.push({ path: `dns.servers[${i}]`, message: `"${s}" is not an address`, expected: 'ip or ip:port, e.g. 127.0.0.1:53 or [::1]:53' });
   });
+  problems.push(...workerProblems(config));
   return problems;
+}
+
+/**
+ * Several workers each write their own decision log, derived from
+ * decision_log.path; stdout cannot be split that way (interleaved lines from
+ * several writers would fork every chain). "auto" is refused too: whether it
+ * means one process depends on the machine, and the config should not.
+ */
+function workerProblems(config: Config): ConfigProblem[] {
+  const workers = config.workers as unknown;
+  if (workers === undefined || workers === 1 || config.decision_log?.path !== '-') return [];
+  return [
+    {
+      path: 'workers',
+      message: `${JSON.stringify(workers)} needs one decision log file per worker, but decision_log.path is "-" (stdout), which only one process can write`,
+      expected: 'decision_log.path naming a file (each worker then writes its own, e.g. decisions.w1.log), or workers: 1',
+    },
+  ];
 }
 
 /** A route's identity: routes with equal keys would shadow each other. */

@@ -73,6 +73,11 @@ export interface MetricsOptions {
   evidence?: EvidenceSources;
   /** Wall clock in milliseconds, for the age gauges; injectable for tests. */
   now?: () => number;
+  /**
+   * Labels on every series of this registry: `{ worker: "2" }` in a cluster
+   * worker, so the primary's aggregation keeps each worker's series apart.
+   */
+  defaultLabels?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -85,6 +90,7 @@ export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
+  if (options.defaultLabels) registry.setDefaultLabels({ ...options.defaultLabels });
   collectDefaultMetrics({ register: registry });
   // prom-client's totals of these are gauges named `_total`, which Prometheus
   // reserves for counters (promtool check metrics flags them). The same

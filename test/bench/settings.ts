@@ -214,6 +214,14 @@ export const FEATURES = {
       return { 'shadow.yaml': { ...rest, allowed_jurisdictions: ['US', 'CA'] } };
     },
   },
+  workers2: {
+    name: 'workers-2',
+    summary: 'two data-plane worker processes on the one listener (node:cluster), each with its own decision log',
+    needs: ['workers'],
+    apply(doc) {
+      doc.workers = 2;
+    },
+  },
   forwardProxy: {
     name: 'forward-proxy',
     summary:
@@ -280,6 +288,13 @@ export const SETTINGS: readonly ProxySetting[] = [
     name: 'enforce-full-node-front',
     summary: "enforce-full with the data plane on Node's server alone (no Fastify front): the Fastify front's cost is enforce-full against this",
     features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.durableLog, F.clientHash, F.nodeFront],
+    enforce: true,
+  },
+  {
+    name: 'enforce-full-workers2',
+    summary:
+      'enforce-full with workers: 2 (a primary and two worker processes sharing the listener). Pinned like every target: on a 2-CPU host both workers share the proxy CPU, so this measures the cluster\'s cost there, not its gain',
+    features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.durableLog, F.clientHash, F.workers2],
     enforce: true,
   },
 ];

@@ -364,7 +364,8 @@ export async function startResidency(setting: ProxySetting, upstream: Upstream, 
     detail: `${setting.summary} [features: ${built.applied.join(', ')}${built.skipped.length ? `; skipped: ${built.skipped.join(', ')}` : ''}]`,
     applied: built.applied,
     skipped: built.skipped,
-    memoryPids: () => [child.pid],
+    // With `workers`, the primary's forked workers count too.
+    memoryPids: () => [child.pid, ...childPids(child.pid)],
     stop: async () => {
       // SIGTERM drains and seals the decision log; a CPU profile is written on this exit.
       await stopChild(child, 15_000);
