@@ -1,5 +1,6 @@
 import { lookup, Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { systemClock, type Clock } from '../clock.js';
 
 /**
  * DNS resolution with pinning for upstream hosts.
@@ -87,6 +88,8 @@ export interface ResolverOptions {
   onFailure?: (host: string, err: Error) => void;
   /** The address list of a host changed (first answer included). */
   onChange?: (host: string, previous: DnsAnswer | undefined, next: DnsAnswer) => void;
+  /** Time for TTLs, grace, refreshes and the new-name rate (tests move it on instead of sleeping). Default: the system clock. */
+  clock?: Clock;
 }
 
 interface HostState {
@@ -99,7 +102,8 @@ interface HostState {
   settleFirst: () => void;
   attempted: boolean;
   inflight: Promise<void> | null;
-  timer: NodeJS.Timeout | null;
+  /** Cancels the pending refresh, retry or expiry. */
+  cancelTimer: (() => void) | null;
   failures: number;
   /** Tracked on purpose (`track`): kept until `untrack`, never swept. */
   permanent: boolean;
@@ -155,6 +159,7 @@ export class PinningResolver {
   private readonly graceMs: number;
   private readonly maxTracked: number;
   private readonly untrackedCacheSize: number;
+  private readonly clock: Clock;
   /**
    * First resolutions of names not tracked, for all upstreams together: what
    * it protects (the DNS servers, and the proxy's query load) is shared.
@@ -176,8 +181,9 @@ export class PinningResolver {
     this.graceMs = (options.graceSeconds ?? 60) * 1000;
     this.maxTracked = options.maxTracked ?? 1000;
     this.untrackedCacheSize = Math.max(1, options.untrackedCacheSize ?? 256);
+    this.clock = options.clock ?? systemClock;
     const rate = options.maxNewPerSecond ?? 50;
-    this.newNames = new TokenBucket(rate, Math.max(1, rate), Date.now());
+    this.newNames = new TokenBucket(rate, Math.max(1, rate), this.clock.now());
     if (options.servers && options.servers.length > 0) {
       this.dns = new Resolver({ timeout: options.timeoutMs ?? 2000, tries: options.tries ?? 2 });
       this.dns.setServers([...options.servers]);
@@ -207,7 +213,7 @@ export class PinningResolver {
     // Asked for again after it was left to expire: query now (its answer, if usable, serves meanwhile).
     if (s.idle) void this.refresh(s, 'refresh');
     if (s.answer === undefined) return s.attempted ? undefined : 'pending';
-    return s.usableUntil === Infinity || Date.now() <= s.usableUntil ? s.answer : undefined;
+    return s.usableUntil === Infinity || this.clock.now() <= s.usableUntil ? s.answer : undefined;
   }
 
   /** True until the first resolution attempt for the host has finished. */
@@ -253,7 +259,7 @@ export class PinningResolver {
   peek(host: string): { readonly attempted: boolean; readonly answer: DnsAnswer | undefined; readonly usable: boolean; readonly failures: number } | undefined {
     const s = this.states.get(host) ?? this.untracked.get(host);
     if (s === undefined) return undefined;
-    return { attempted: s.attempted, answer: s.answer, usable: s.answer !== undefined && (s.usableUntil === Infinity || Date.now() <= s.usableUntil), failures: s.failures };
+    return { attempted: s.attempted, answer: s.answer, usable: s.answer !== undefined && (s.usableUntil === Infinity || this.clock.now() <= s.usableUntil), failures: s.failures };
   }
 
   /** Stop refreshing a host and forget its answer (an upstream removed by a reload). */
@@ -263,7 +269,7 @@ export class PinningResolver {
       this.untracked.delete(host);
       return;
     }
-    if (s.timer) clearTimeout(s.timer);
+    s.cancelTimer?.();
     this.states.delete(host);
     if (!s.permanent) this.count(-1);
   }
@@ -296,7 +302,7 @@ export class PinningResolver {
 
   close(): void {
     this.closed = true;
-    for (const s of this.states.values()) if (s.timer) clearTimeout(s.timer);
+    for (const s of this.states.values()) s.cancelTimer?.();
     this.states.clear();
     this.untracked.clear();
     if (this.tracked !== 0) this.count(-this.tracked);
@@ -308,7 +314,7 @@ export class PinningResolver {
     if (s !== undefined) return s;
     const once = this.untracked.get(host);
     if (once === undefined) return undefined;
-    if (once.keepUntil === Infinity || Date.now() <= once.keepUntil) return once;
+    if (once.keepUntil === Infinity || this.clock.now() <= once.keepUntil) return once;
     this.untracked.delete(host);
     return undefined;
   }
@@ -317,7 +323,7 @@ export class PinningResolver {
   private admit(host: string): HostState | null {
     // An IP literal needs no query and no refresh: kept with the names resolved once (as is anything after close).
     if (literalAddress(host) !== null || this.closed) return this.start(host, 'once');
-    if (!this.newNames.take(Date.now())) {
+    if (!this.newNames.take(this.clock.now())) {
       this.options.onNotTracked?.(host, 'rate');
       return null;
     }
@@ -342,7 +348,7 @@ export class PinningResolver {
       settleFirst,
       attempted: false,
       inflight: null,
-      timer: null,
+      cancelTimer: null,
       failures: 0,
       permanent: kind === 'permanent',
       used: true,
@@ -361,7 +367,7 @@ export class PinningResolver {
     const literal = literalAddress(host);
     if (literal !== null) {
       // An IP literal is its own answer, forever.
-      s.answer = Object.freeze({ host, addresses: Object.freeze([literal]), ttl: Infinity, resolvedAt: Date.now(), expiresAt: Infinity, source: 'literal' });
+      s.answer = Object.freeze({ host, addresses: Object.freeze([literal]), ttl: Infinity, resolvedAt: this.clock.now(), expiresAt: Infinity, source: 'literal' });
       s.usableUntil = Infinity;
       s.attempted = true;
       settleFirst();
@@ -380,16 +386,16 @@ export class PinningResolver {
   private refresh(s: HostState, reason: DnsQueryReason): Promise<void> {
     if (s.usableUntil === Infinity || this.closed) return Promise.resolve();
     if (s.inflight) return s.inflight;
-    if (s.timer) {
-      clearTimeout(s.timer);
-      s.timer = null;
+    if (s.cancelTimer) {
+      s.cancelTimer();
+      s.cancelTimer = null;
     }
     s.idle = false;
     s.wanted = false;
     s.inflight = this.query(s.host, reason)
       .then(
         ({ addresses, ttl, source }) => {
-          const now = Date.now();
+          const now = this.clock.now();
           const previous = s.answer;
           const answer: DnsAnswer = Object.freeze({ host: s.host, addresses: Object.freeze(addresses), ttl, resolvedAt: now, expiresAt: now + ttl * 1000, source });
           s.answer = answer;
@@ -408,7 +414,7 @@ export class PinningResolver {
           s.failures++;
           this.options.onFailure?.(s.host, err instanceof Error ? err : new Error(String(err)));
           // Resolved once: "no answer" holds for the shortest retry, then the next ask tries again.
-          if (s.once) s.keepUntil = Date.now() + (this.options.retryMinMs ?? 1000);
+          if (s.once) s.keepUntil = this.clock.now() + (this.options.retryMinMs ?? 1000);
           this.schedule(s, this.retryDelay(s));
         },
       )
@@ -422,12 +428,11 @@ export class PinningResolver {
 
   private schedule(s: HostState, delayMs: number): void {
     if (this.closed || this.states.get(s.host) !== s) return;
-    s.timer = setTimeout(() => {
-      s.timer = null;
+    // Refreshing must never keep a process alive on its own: clock timers do not.
+    s.cancelTimer = this.clock.after(delayMs, () => {
+      s.cancelTimer = null;
       this.due(s);
-    }, delayMs);
-    // Refreshing must never keep a process alive on its own.
-    s.timer.unref();
+    });
   }
 
   /** Backoff after the latest of a run of failures, doubling from min to max. */
@@ -450,17 +455,16 @@ export class PinningResolver {
       return;
     }
     s.idle = true;
-    const now = Date.now();
+    const now = this.clock.now();
     const until = s.failures === 0 ? (s.answer?.expiresAt ?? now) : Math.max(s.usableUntil, now) + this.retryDelay(s);
     if (until <= now) {
       this.untrack(s.host);
       return;
     }
-    s.timer = setTimeout(() => {
-      s.timer = null;
+    s.cancelTimer = this.clock.after(until - now, () => {
+      s.cancelTimer = null;
       if (s.idle && this.states.get(s.host) === s) this.untrack(s.host);
-    }, until - now);
-    s.timer.unref();
+    });
   }
 
   private async query(host: string, reason: DnsQueryReason): Promise<{ addresses: string[]; ttl: number; source: 'dns' | 'system' }> {

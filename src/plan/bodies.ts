@@ -1,4 +1,5 @@
-import { createBucketLocation, createBucketSignals, isAwsChunked } from '../location/request/create-bucket.js';
+import { isAwsChunked } from '../location/request/aws-chunked.js';
+import { createBucketLocation, createBucketSignals } from '../location/request/create-bucket.js';
 import {
   gcsBucketResourceDestinations,
   gcsComposeDestinations,

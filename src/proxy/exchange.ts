@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import type { BoundedBody } from '../location/request/create-bucket.js';
+import type { BoundedBody } from '../location/request/body.js';
 
 export interface ResponseHead {
   statusCode: number;

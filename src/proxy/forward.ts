@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import { Dispatcher, Pool, type buildConnector } from 'undici';
-import { PinnedPools } from './pinned-pools.js';
+import { Dispatcher, type buildConnector } from 'undici';
+import { PoolCache } from './pool-cache.js';
 import type { Upstream } from '../plan/route.js';
 
 /**
@@ -12,7 +12,7 @@ import type { Upstream } from '../plan/route.js';
  * route's host pattern admitted.
  *
  * With network location on, every request is sent with the address its
- * location was decided on, and goes to exactly that address (PinnedPools:
+ * location was decided on, and goes to exactly that address (PoolCache:
  * the pool's origin is the address; TLS still checks the upstream's name).
  * The HTTP client never resolves an upstream name itself, so a DNS answer
  * that changes between the check and the connection cannot send data
@@ -46,8 +46,8 @@ export interface ForwarderOptions {
    * has no usable answer (the request then fails without connecting).
    */
   addressOf?: (upstream: Upstream) => string | null;
-  /** Close a pinned pool idle this long (its address no longer in the DNS answer, a bucket host gone quiet). Default 60 s. */
-  pinnedIdleMs?: number;
+  /** Close a pool idle this long (its address no longer in the DNS answer, a bucket host gone quiet). Default 60 s. */
+  idleMs?: number;
 }
 
 /** A request with no located address: never sent (there is nowhere checked to send it). */
@@ -61,88 +61,28 @@ export class UnresolvedUpstreamError extends Error {
 
 export class Forwarder {
   /**
-   * Pools by upstream object: compiled upstreams are replaced as a whole on a
-   * policy reload, so a changed URL or timeout gets a fresh pool, and
-   * in-flight requests keep the pool they started on.
+   * Every pool, owned by the upstream object it was made for: compiled
+   * upstreams are replaced as a whole on a policy reload, so a changed URL or
+   * timeout gets fresh pools, and in-flight requests keep the pool they
+   * started on. One per origin (the upstream's own, or a `{host}` upstream's
+   * requested ones) and, with network location on, per located address.
    */
-  private readonly pools = new Map<Upstream, Pool>();
-  /** `{host}` upstreams: a pool per (upstream, requested origin), in least-recently-used order. */
-  private readonly hostPools = new Map<Upstream, Map<string, Pool>>();
-  /** Pinned pools, per upstream object (a reload's new upstreams get fresh ones, like `pools`). */
-  private readonly pinned = new Map<Upstream, PinnedPools>();
-  /** `{host}` upstreams: the URL of each requested origin, for its pinned pools (bounded like the pools). */
-  private readonly originUrls = new Map<string, URL>();
-  private readonly maxHostPools: number;
+  private readonly pools: PoolCache<Upstream>;
 
   constructor(private readonly options: ForwarderOptions = {}) {
-    this.maxHostPools = options.maxHostPools ?? 256;
-  }
-
-  private create(u: Upstream, origin: string): Pool {
-    return new Pool(origin, { ...poolSettings(u), connect: this.connectFor(u) });
+    const maxHostPools = options.maxHostPools ?? 256;
+    this.pools = new PoolCache<Upstream>({
+      // The upstream's settings whatever the origin (a {host} upstream's hosts share them).
+      poolOptions: (u) => ({ ...poolSettings(u), connect: this.connectFor(u) }),
+      // Virtual-hosted buckets make one host per bucket: bound those; an upstream's own origin needs no bound.
+      maxPools: (u) => (u.hostTemplate === null ? Infinity : maxHostPools),
+      idleMs: options.idleMs ?? 60_000,
+    });
   }
 
   /** Socket options for an upstream's pools: its connect timeout, and its CA bundle when it names one. */
   private connectFor(u: Upstream): buildConnector.BuildOptions {
     return { timeout: u.timeouts.connect, ...this.options.connect, ...(u.ca === null ? {} : { ca: u.ca }) };
-  }
-
-  private pinnedFor(u: Upstream): PinnedPools {
-    let pools = this.pinned.get(u);
-    if (pools === undefined) {
-      pools = new PinnedPools({
-        // The upstream's settings whatever the origin (a {host} upstream's hosts share them).
-        pool: () => ({ ...poolSettings(u), connect: this.connectFor(u) }),
-        idleMs: this.options.pinnedIdleMs ?? 60_000,
-        ...(u.hostTemplate === null ? {} : { maxPools: this.maxHostPools }),
-      });
-      this.pinned.set(u, pools);
-    }
-    return pools;
-  }
-
-  /** The URL a pinned pool is for: the upstream's own, or (a `{host}` upstream) the requested origin's. */
-  private urlFor(u: Upstream, origin: string): URL {
-    if (u.hostTemplate === null) return u.url;
-    let url = this.originUrls.get(origin);
-    if (url === undefined) {
-      url = new URL(origin);
-      if (this.originUrls.size >= this.maxHostPools * 4) this.originUrls.clear();
-      this.originUrls.set(origin, url);
-    }
-    return url;
-  }
-
-  private poolFor(u: Upstream, origin: string): Pool {
-    if (u.hostTemplate === null) {
-      let pool = this.pools.get(u);
-      if (pool === undefined) {
-        pool = this.create(u, u.url.origin);
-        this.pools.set(u, pool);
-      }
-      return pool;
-    }
-    let byOrigin = this.hostPools.get(u);
-    if (byOrigin === undefined) {
-      byOrigin = new Map();
-      this.hostPools.set(u, byOrigin);
-    }
-    let pool = byOrigin.get(origin);
-    if (pool !== undefined) {
-      // Refresh recency: Map order is the eviction order.
-      byOrigin.delete(origin);
-      byOrigin.set(origin, pool);
-      return pool;
-    }
-    pool = this.create(u, origin);
-    byOrigin.set(origin, pool);
-    // Virtual-hosted buckets make one host per bucket: bound the pools, close the coldest gracefully.
-    while (byOrigin.size > this.maxHostPools) {
-      const [coldest, old] = byOrigin.entries().next().value as [string, Pool];
-      byOrigin.delete(coldest);
-      old.close().catch(() => old.destroy());
-    }
-    return pool;
   }
 
   /**
@@ -153,33 +93,18 @@ export class Forwarder {
   dispatcherFor(upstream: Upstream): Dispatcher {
     if (upstream.hostTemplate !== null) throw new Error(`upstream ${upstream.name} forwards to the requested host: it has no pool of its own`);
     const addressOf = this.options.addressOf;
-    if (addressOf === undefined) return this.poolFor(upstream, upstream.url.origin);
+    if (addressOf === undefined) return new OwnPoolDispatcher(this.pools, upstream, () => null);
     // Network location on: to the upstream's located address, as forwarded requests go.
-    return new PinnedDispatcher(upstream, () => {
+    return new OwnPoolDispatcher(this.pools, upstream, () => {
       const address = addressOf(upstream);
       if (address === null) throw new UnresolvedUpstreamError(upstream.name, upstream.hostname);
-      return this.pinnedFor(upstream).pool(upstream.url, address);
+      return address;
     });
   }
 
   /** After a reload: close (gracefully) the pools of upstreams no longer in use. */
   retain(current: readonly Upstream[]): void {
-    const keep = new Set(current);
-    for (const [u, pool] of this.pools) {
-      if (keep.has(u)) continue;
-      this.pools.delete(u);
-      pool.close().catch(() => pool.destroy());
-    }
-    for (const [u, byOrigin] of this.hostPools) {
-      if (keep.has(u)) continue;
-      this.hostPools.delete(u);
-      for (const pool of byOrigin.values()) pool.close().catch(() => pool.destroy());
-    }
-    for (const [u, pools] of this.pinned) {
-      if (keep.has(u)) continue;
-      this.pinned.delete(u);
-      void pools.close();
-    }
+    this.pools.retain(new Set(current));
   }
 
   /**
@@ -198,21 +123,16 @@ export class Forwarder {
       // A refused or failed write must not be retried with a body we no longer have.
       idempotent: false,
     };
-    if (address !== null) this.pinnedFor(upstream).dispatch(this.urlFor(upstream, origin), address, options, handler);
-    else this.poolFor(upstream, origin).dispatch(options, handler);
+    this.pools.dispatch(upstream, origin, address, options, handler);
   }
 
   /** Pinned pools open, for a gauge or a debug view. */
   get pinnedPools(): number {
-    let n = 0;
-    for (const pools of this.pinned.values()) n += pools.size;
-    return n;
+    return this.pools.list().filter((p) => p.address !== null).length;
   }
 
-  async close(): Promise<void> {
-    const all = [...this.pools.values(), ...[...this.hostPools.values()].flatMap((m) => [...m.values()])];
-    await Promise.all([...all.map((p) => p.close().catch(() => p.destroy())), ...[...this.pinned.values()].map((p) => p.close())]);
-    this.pinned.clear();
+  close(): Promise<void> {
+    return this.pools.close();
   }
 }
 
@@ -221,29 +141,31 @@ function poolSettings(u: Upstream) {
 }
 
 /**
- * An upstream's own requests (bucket region discovery) through its pinned
- * pools: the address is looked up per request from the locator's cache, and
- * the Host header is the upstream's (the pool's origin is an address).
+ * An upstream's own requests (bucket region discovery) through its pools,
+ * the pool looked up per request: an idle one closed meanwhile is replaced,
+ * never used closed. With network location on, the address comes from the
+ * locator's cache per request, and the Host header is the upstream's (the
+ * pool's origin is the address).
  */
-class PinnedDispatcher extends Dispatcher {
+class OwnPoolDispatcher extends Dispatcher {
+  private readonly origin: string;
+
   constructor(
+    private readonly pools: PoolCache<Upstream>,
     private readonly upstream: Upstream,
-    private readonly pool: () => Pool,
+    private readonly addressOf: () => string | null,
   ) {
     super();
+    this.origin = upstream.url.origin;
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     // Throws UnresolvedUpstreamError, which `request` turns into a rejection.
-    const pool = this.pool();
+    const address = this.addressOf();
+    if (address === null) return this.pools.dispatch(this.upstream, this.origin, null, options, handler);
     const headers = withHost(options.headers, this.upstream.hostHeader);
-    const servername = this.upstream.url.protocol === 'https:' && isName(this.upstream.url.hostname) ? this.upstream.url.hostname : undefined;
-    return pool.dispatch({ ...options, headers, ...(servername === undefined ? {} : { servername }) } as Dispatcher.DispatchOptions, handler);
+    return this.pools.dispatch(this.upstream, this.origin, address, { ...options, headers } as Dispatcher.DispatchOptions, handler);
   }
-}
-
-function isName(hostname: string): boolean {
-  return !hostname.startsWith('[') && !/^\d+\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 /** Request headers with a Host header, unless they already have one. */

@@ -3,17 +3,13 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Logger } from 'pino';
 import type { DecisionEntry, DecisionSink, OutcomeEntry } from '../audit/record.js';
 import { gcsSessionKey, gcsUploadIdFromLocation } from '../location/request/azure-gcs.js';
-import {
-  CREATE_BUCKET_BODY_LIMIT,
-  createBucketLocation,
-  createBucketSignals,
-  isAwsChunked,
-  readBounded,
-} from '../location/request/create-bucket.js';
+import { isAwsChunked } from '../location/request/aws-chunked.js';
+import { readBounded } from '../location/request/body.js';
+import { CREATE_BUCKET_BODY_LIMIT, createBucketLocation, createBucketSignals } from '../location/request/create-bucket.js';
 import { regionFromRedirect } from '../location/request/s3-region.js';
 import { UNRESOLVED, type NetworkLocation } from '../location/network-locator.js';
 import type { RequestStores } from '../fleet/request-stores.js';
-import type { StoredLocation } from '../location/request/uploads.js';
+import { createdUploadId, type StoredLocation } from '../location/request/uploads.js';
 import { isIsoAlpha2 } from '../location/iso3166.js';
 import { placeSignals, type Signal } from '../location/signals.js';
 import type { Metrics } from '../metrics/registry.js';
@@ -71,13 +67,8 @@ interface Inspected {
 
 const NOT_INSPECTED: Inspected = { body: null, continued: false, created: null };
 const EMPTY_BODY = Buffer.alloc(0);
-/** The head of a CreateMultipartUpload response searched for its UploadId. */
-const UPLOAD_ID_TAP_BYTES = 4 * 1024;
 /** A CreateMultipartUpload response held back (until its upload is stored) up to this size. */
 const HELD_RESPONSE_BYTES = 64 * 1024;
-const UPLOAD_ID = /<UploadId>([^<]{1,1024})<\/UploadId>/;
-const XML_ENTITY = /&(lt|gt|amp|quot|apos);/g;
-const XML_ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
 
 const FAILURE_STATUS: Record<ForwardFailure, number> = {
   upstream_unreachable: 502,
@@ -502,7 +493,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       // XML answer back until the upload is stored.
       const held = await exchange.collect(HELD_RESPONSE_BYTES);
       if (held.ok) {
-        await rememberUpload(plan, multipart, held.bytes.toString('utf8', 0, Math.min(held.bytes.length, UPLOAD_ID_TAP_BYTES)), id);
+        await rememberUpload(plan, multipart, held.bytes.toString('utf8'), id);
         res.end(held.bytes);
         return;
       }
@@ -543,14 +534,13 @@ export function createRequestHandler(deps: HandlerDeps) {
   }
 
   /** Store a new multipart upload's location under the UploadId the upstream answered with. */
-  async function rememberUpload(plan: Decided, start: { bucket: string; key: string }, head: string, id: string): Promise<void> {
-    const m = UPLOAD_ID.exec(head);
+  async function rememberUpload(plan: Decided, start: { bucket: string; key: string }, answer: string, id: string): Promise<void> {
+    const uploadId = createdUploadId(answer);
     const upstream = plan.route.upstream;
-    if (m === null) {
+    if (uploadId === null) {
       logger.warn({ upstream: upstream.name, decision_id: id }, 'CreateMultipartUpload answered without an UploadId; its parts will be decided on an unknown location');
       return;
     }
-    const uploadId = m[1]!.trim().replace(XML_ENTITY, (_, name: string) => XML_ENTITIES[name]!);
     await stores.uploads.set(multipartKey(upstream.name, start.bucket, start.key, uploadId), storedLocation(plan, start.bucket));
   }
 

@@ -7,7 +7,7 @@ import { Pool, request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectFleetRedis, type FleetRedis } from '../../src/fleet/redis.js';
 import { SharedCache } from '../../src/fleet/shared-cache.js';
-import { readBounded } from '../../src/location/request/create-bucket.js';
+import { readBounded } from '../../src/location/request/body.js';
 import { BucketRegionDiscovery, createBucketRegionCache } from '../../src/fleet/bucket-discovery.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 

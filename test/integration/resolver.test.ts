@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { PinningResolver, type ResolverOptions } from '../../src/location/resolver.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
+import { ManualClock } from '../helpers/manual-clock.js';
 
-// A real DNS server on 127.0.0.1 (random port), answering 127.x addresses.
+// A real DNS server on 127.0.0.1 (random port), answering 127.x addresses; time is a manual clock.
 let servers: TestDnsServer[] = [];
 let resolvers: PinningResolver[] = [];
 afterEach(async () => {
@@ -12,15 +13,65 @@ afterEach(async () => {
   servers = [];
 });
 
+/**
+ * A resolver on a manual clock against the real DNS server: only time is
+ * faked. `advance` moves the clock and, after each timer it runs, waits (in
+ * real time) until every resolution started has its answer or failure, so
+ * the clock stands still while the server answers over loopback.
+ */
 async function setup(zone: Parameters<typeof startDnsServer>[0], options: ResolverOptions = {}) {
   const server = await startDnsServer(zone);
   servers.push(server);
-  const resolver = new PinningResolver({ servers: [server.address], minTtl: 0, timeoutMs: 200, tries: 1, ...options });
+  const clock = new ManualClock();
+  let started = 0;
+  let finished = 0;
+  let waiters: (() => void)[] = [];
+  const finish = () => {
+    finished++;
+    if (finished !== started) return;
+    for (const wake of waiters) wake();
+    waiters = [];
+  };
+  /** Resolves once no resolution is in flight. */
+  const settled = () => (finished === started ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve)));
+  /** The clock's time of each A query (one per resolution). */
+  const queriedAt: number[] = [];
+  const resolver = new PinningResolver({
+    servers: [server.address],
+    minTtl: 0,
+    timeoutMs: 200,
+    tries: 1,
+    ...options,
+    clock,
+    onQuery: (host, kind) => {
+      if (kind !== 'AAAA') {
+        started++;
+        queriedAt.push(clock.now());
+      }
+      options.onQuery?.(host, kind);
+    },
+    onAnswer: (host, answer) => {
+      options.onAnswer?.(host, answer);
+      finish();
+    },
+    onFailure: (host, err) => {
+      options.onFailure?.(host, err);
+      finish();
+    },
+  });
   resolvers.push(resolver);
-  return { server, resolver };
+  const advance = (ms: number) => clock.advance(ms, settled);
+  return { server, resolver, clock, advance, settled, queriedAt };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Ask as requests do, moving the clock 100 ms between asks, until `done` (at most a minute of clock time). */
+async function askUntil(done: () => boolean, advance: (ms: number) => Promise<void>, settled: () => Promise<void>) {
+  for (let i = 0; i < 600 && !done(); i++) {
+    await settled();
+    if (done()) return;
+    await advance(100);
+  }
+}
 
 describe('PinningResolver against a DNS server', () => {
   it('answers from cache within the TTL: one query per family, not one per call', async () => {
@@ -49,31 +100,31 @@ describe('PinningResolver against a DNS server', () => {
   });
 
   it('refreshes in the background before expiry, so the answer never lapses', async () => {
-    const { server, resolver } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { refreshAt: 0.5 });
+    const { server, resolver, clock, advance, queriedAt } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { refreshAt: 0.5 });
     const first = (await resolver.ready('up.test'))!;
-    const until = Date.now() + 2600;
-    while (Date.now() < until) {
-      const now = Date.now();
+    for (let elapsed = 0; elapsed < 2600; elapsed += 20) {
       const a = resolver.current('up.test');
       expect(a).toBeDefined();
       // Always fresh: never served past its own expiry.
-      expect(now).toBeLessThanOrEqual(a!.expiresAt);
-      await sleep(20);
+      expect(clock.now()).toBeLessThanOrEqual(a!.expiresAt);
+      await advance(20);
     }
-    const asked = server.queries.filter((q) => q.type === 'A').map((q) => q.at);
-    expect(asked.length).toBeGreaterThanOrEqual(3);
-    // The second query went out before the first answer expired.
-    expect(asked[1]!).toBeLessThan(first.expiresAt);
+    // A query every half TTL, the second well before the first answer expired.
+    expect(queriedAt).toEqual([0, 500, 1000, 1500, 2000, 2500].map((ms) => first.resolvedAt + ms));
+    expect(queriedAt[1]!).toBeLessThan(first.expiresAt);
+    expect(server.count('up.test', 'A')).toBe(6);
   });
 
   it('follows a changed answer (rebinding 127.0.0.2 → 127.0.0.3) at the next refresh', async () => {
     const onChange = vi.fn();
-    const { server, resolver } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { onChange });
+    const { server, resolver, advance } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { onChange });
     expect((await resolver.ready('up.test'))?.addresses).toEqual(['127.0.0.2']);
     server.set('up.test', { A: ['127.0.0.3'], ttl: 1 });
-    // Still the pinned answer until the refresh.
+    // Still the pinned answer until the refresh (at 3/4 of the TTL).
+    await advance(749);
     expect(resolver.current('up.test')?.addresses).toEqual(['127.0.0.2']);
-    await vi.waitFor(() => expect(resolver.current('up.test')?.addresses).toEqual(['127.0.0.3']), { timeout: 3000, interval: 20 });
+    await advance(1);
+    expect(resolver.current('up.test')?.addresses).toEqual(['127.0.0.3']);
     expect(onChange).toHaveBeenCalledTimes(2);
     expect(onChange.mock.calls[1]![1].addresses).toEqual(['127.0.0.2']);
     expect(onChange.mock.calls[1]![2].addresses).toEqual(['127.0.0.3']);
@@ -81,31 +132,34 @@ describe('PinningResolver against a DNS server', () => {
 
   it('serves the last good answer within grace when the server stops answering, then fails closed, then recovers', async () => {
     const onFailure = vi.fn();
-    const { server, resolver } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { graceSeconds: 1, onFailure, retryMinMs: 100, retryMaxMs: 200 });
+    // A dropped query takes its timeout in real time: a short one, and retries far enough apart to need few.
+    const { server, resolver, clock, advance, settled } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { graceSeconds: 1, onFailure, timeoutMs: 100, retryMinMs: 400, retryMaxMs: 800 });
     const answer = (await resolver.ready('up.test'))!;
     server.mode = 'drop';
     // Past expiry but within grace: the stale answer is still served.
-    await sleep(answer.expiresAt - Date.now() + 300);
+    await advance(answer.expiresAt - clock.now() + 300);
     expect(resolver.current('up.test')).toBe(answer);
     expect(onFailure).toHaveBeenCalled();
     expect((onFailure.mock.calls[0]![1] as NodeJS.ErrnoException).code).toBe('ETIMEOUT');
     // Past expiry + grace: nothing.
-    await sleep(answer.expiresAt + 1000 - Date.now() + 100);
+    await advance(answer.expiresAt + 1000 - clock.now() + 100);
     expect(resolver.current('up.test')).toBeUndefined();
     expect(resolver.isPending('up.test')).toBe(false);
-    // The server answers again: so does the resolver, by itself.
+    // The server answers again: so does the resolver, by itself, while the name is asked for.
+    await settled();
     server.mode = 'answer';
-    await vi.waitFor(() => expect(resolver.current('up.test')?.addresses).toEqual(['127.0.0.2']), { timeout: 3000, interval: 20 });
+    await askUntil(() => resolver.current('up.test')?.addresses[0] === '127.0.0.2', advance, settled);
+    expect(resolver.current('up.test')?.addresses).toEqual(['127.0.0.2']);
   });
 
   it('serves within grace when the server is gone (connection refused), then nothing', async () => {
     const onFailure = vi.fn();
-    const { server, resolver } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { graceSeconds: 1, onFailure, retryMinMs: 100, retryMaxMs: 200 });
+    const { server, resolver, clock, advance } = await setup({ 'up.test': { A: ['127.0.0.2'], ttl: 1 } }, { graceSeconds: 1, onFailure, retryMinMs: 100, retryMaxMs: 200 });
     const answer = (await resolver.ready('up.test'))!;
     await server.close();
-    await sleep(answer.expiresAt - Date.now() + 300);
+    await advance(answer.expiresAt - clock.now() + 300);
     expect(resolver.current('up.test')).toBe(answer);
-    await sleep(answer.expiresAt + 1000 - Date.now() + 100);
+    await advance(answer.expiresAt + 1000 - clock.now() + 100);
     expect(resolver.current('up.test')).toBeUndefined();
     expect(onFailure.mock.calls.length).toBeGreaterThanOrEqual(2);
   });

@@ -2,17 +2,16 @@ import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Provider } from '../../src/config/schema.js';
+import { decodeAwsChunked, isAwsChunked } from '../../src/location/request/aws-chunked.js';
+import { readBounded } from '../../src/location/request/body.js';
 import {
   CREATE_BUCKET_BODY_LIMIT,
   createBucketLocation,
   createBucketSignals,
-  decodeAwsChunked,
   detectCreateBucket,
-  isAwsChunked,
-  parseSafeXml,
-  readBounded,
   type CreateBucketTarget,
 } from '../../src/location/request/create-bucket.js';
+import { parseSafeXml } from '../../src/location/request/safe-xml.js';
 
 const S3: CreateBucketTarget = { api: 's3', bucket: 'bkt' };
 const GCS_XML: CreateBucketTarget = { api: 'gcs-xml', bucket: 'bkt' };

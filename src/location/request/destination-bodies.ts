@@ -1,4 +1,6 @@
-import { decodeAwsChunked, decodeUtf8, parseSafeXml, type XmlElement } from './create-bucket.js';
+import { decodeAwsChunked } from './aws-chunked.js';
+import { decodeUtf8 } from './body.js';
+import { parseSafeXml, type XmlElement } from './safe-xml.js';
 import { field, jsonKeyProblem } from './strict-json.js';
 import { GCS_BUCKET } from './azure-gcs.js';
 
