@@ -120,7 +120,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     ? connectFleetRedis({
         url: config.redis.url,
         keyPrefix: config.redis.key_prefix,
-        onStateChange: (healthy, error) => logger[healthy ? 'info' : 'warn']({ redis: healthy ? 'ready' : error }, 'fleet redis connection changed'),
+        logger: logger.child({ component: 'redis' }),
       })
     : null;
   // This replica in the fleet: heartbeat, /fleet, and the lockdown switch every planner reads per request.
@@ -130,7 +130,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     replica,
     version: readPackageVersion(),
     metrics,
-    log: ({ level, msg, ...fields }) => logger[level](fields, msg),
+    logger: logger.child({ component: 'fleet' }),
     onFleetEvent(event) {
       // A lockdown set or lifted here is chained into this replica's decision log.
       if (event.type === 'lockdown') {
@@ -149,8 +149,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     : openDecisionLog(worker ? { ...config.decision_log, path: worker.decisionLogPath } : config.decision_log, {
         replica,
         env: options.env ?? process.env,
-        onError: (err) => logger.error({ err: err.message, code: (err as { code?: string }).code }, 'decision log write failed'),
-        onEvent: ({ level, msg, ...fields }) => logger[level](fields, msg),
+        logger: logger.child({ component: 'decision-log' }),
       });
   const sink = decisionLog.sink;
   decisionLog.log?.onCommit(() => {
@@ -164,7 +163,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
           redisUrl: config.redis.url,
           streamKey: `${config.redis.key_prefix}${config.decision_log.stream.key}`,
           maxlen: config.decision_log.stream.maxlen,
-          onEvent: ({ level, msg, ...fields }) => logger[level](fields, msg),
+          logger: logger.child({ component: 'shipper' }),
         })
       : null;
   const policy = new PolicyStore(
@@ -211,10 +210,10 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
         ...promiseLookup(options.upstreamConnect),
         // Clients choose the names a {host} upstream is sent to: bound what they can make the proxy resolve.
         hostLimits: { maxTrackedHosts: config.dns?.max_tracked_hosts, maxNewHostsPerSecond: config.dns?.max_new_hosts_per_second },
+        logger: logger.child({ component: 'location' }),
         events: {
           lookup: (source, result) => metrics.locationLookups.inc({ source, result }),
           reload: (source, ok) => metrics.locationSourceReloads.inc({ source, result: ok ? 'success' : 'failure' }),
-          log: (level, fields, msg) => logger[level](fields, msg),
           dnsQuery: (reason) => metrics.dnsQueries.inc({ reason }),
           hostNotTracked: (reason) => metrics.dnsHostsNotTracked.inc({ reason }),
           trackedHosts: (count) => metrics.dnsTrackedHosts.set(count),

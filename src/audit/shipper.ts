@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
+import { silentLogger, type OperationalLogger } from '../log.js';
 import { DecisionLogCodes, describeError } from './errors.js';
 import type { LogLayout } from './files.js';
 import { LogReader, type LogLine } from './log-reader.js';
-import type { LogEvent } from './writer.js';
 
 /**
  * Appends a batch to the stream, exactly once per (replica, seq): the script
@@ -46,7 +46,8 @@ export interface ShipperOptions {
   /** Retry back-off bounds while Redis is unreachable. */
   retryMinMs?: number;
   retryMaxMs?: number;
-  onEvent?: (event: LogEvent) => void;
+  /** The operational log (never the Redis URL: it may carry a password). Default: silent. */
+  logger?: OperationalLogger;
 }
 
 export interface Shipper {
@@ -92,7 +93,7 @@ export function createShipper(options: ShipperOptions): Shipper {
   const batchSize = options.batchSize ?? 500;
   const retryMin = options.retryMinMs ?? 100;
   const retryMax = options.retryMaxMs ?? 2000;
-  const emit = options.onEvent ?? (() => {});
+  const logger = options.logger ?? silentLogger;
   const cursorPath = log.layout.cursor;
   const reader = new LogReader(log.layout);
 
@@ -131,7 +132,7 @@ export function createShipper(options: ShipperOptions): Shipper {
     const now = Date.now();
     if (now - lastFailureLog < 10_000) return;
     lastFailureLog = now;
-    emit({ level: 'warn', msg: 'decision stream: shipping paused, records are kept in the local log', code: DecisionLogCodes.SHIP_FAILED, err: describeError(err), backlog: log.committedSeq() - shipped });
+    logger.warn({ code: DecisionLogCodes.SHIP_FAILED, err: describeError(err), backlog: log.committedSeq() - shipped }, 'decision stream: shipping paused, records are kept in the local log');
   }
 
   /** Sleep until `ms` pass or something wakes it: new records (idle sleep only) or Redis becoming ready. */
@@ -161,7 +162,7 @@ export function createShipper(options: ShipperOptions): Shipper {
       await rename(tmp, cursorPath);
     } catch (err) {
       // The hash in Redis is authoritative; a lost cursor costs a reconciliation, not a record.
-      emit({ level: 'warn', msg: 'decision stream: cannot save the shipping cursor', err: describeError(err) });
+      logger.warn({ err: describeError(err) }, 'decision stream: cannot save the shipping cursor');
     }
   }
 
@@ -170,12 +171,12 @@ export function createShipper(options: ShipperOptions): Shipper {
     const remote = raw === null ? 0 : Number(raw);
     const committed = log.committedSeq();
     if (remote > committed) {
-      emit({ level: 'error', msg: 'decision stream: Redis holds later records of this replica than the local log (was the log reset?); they are not shipped again', redis_seq: remote, local_seq: committed });
+      logger.error({ redis_seq: remote, local_seq: committed }, 'decision stream: Redis holds later records of this replica than the local log (was the log reset?); they are not shipped again');
     }
     // Redis's record of what it holds wins; never resend more than the stream keeps.
     const target = Math.min(Math.max(remote, committed - maxlen, 0), committed);
     if (target < shipped) {
-      emit({ level: 'warn', msg: 'decision stream: Redis has fewer records than were shipped (restarted without persistence?); shipping them again', redis_seq: remote, shipped_seq: shipped, from_seq: target + 1 });
+      logger.warn({ redis_seq: remote, shipped_seq: shipped, from_seq: target + 1 }, 'decision stream: Redis has fewer records than were shipped (restarted without persistence?); shipping them again');
     }
     shipped = target;
     inflight = null;
@@ -194,7 +195,7 @@ export function createShipper(options: ShipperOptions): Shipper {
         // Records below the oldest file kept (archived away): skip to what exists.
         const first = reader.firstAvailable();
         if (first !== null && first > shipped + 1) {
-          emit({ level: 'warn', msg: 'decision stream: records no longer on disk were not shipped', from_seq: shipped + 1, to_seq: first - 1 });
+          logger.warn({ from_seq: shipped + 1, to_seq: first - 1 }, 'decision stream: records no longer on disk were not shipped');
           shipped = first - 1;
         }
         inflight = null;

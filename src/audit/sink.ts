@@ -1,17 +1,18 @@
 import type { RawConfig } from '../config/schema.js';
+import { silentLogger, type OperationalLogger } from '../log.js';
 import { loadSigningKey } from './digest.js';
 import { DecisionLogCodes, DecisionLogError } from './errors.js';
 import type { DecisionSink } from './record.js';
 import { createStdoutSink } from './stdout-sink.js';
-import { createDecisionLog, type DecisionLog, type LogEvent } from './writer.js';
+import { createDecisionLog, type DecisionLog } from './writer.js';
 
 export type DecisionLogConfig = RawConfig['decision_log'];
 
 export interface OpenDecisionLogOptions {
   replica: string;
   env: NodeJS.ProcessEnv;
-  onError?: (err: Error) => void;
-  onEvent?: (event: LogEvent) => void;
+  /** The operational log: failed writes, and the file log's resumes, seals and recoveries. Default: silent. */
+  logger?: OperationalLogger;
 }
 
 /**
@@ -20,8 +21,12 @@ export interface OpenDecisionLogOptions {
  * shipper and the backlog metric), null on stdout.
  */
 export function openDecisionLog(config: DecisionLogConfig, options: OpenDecisionLogOptions): { sink: DecisionSink; log: DecisionLog | null } {
+  const logger = options.logger ?? silentLogger;
   if (config.path === '-') {
-    const sink = createStdoutSink({ replica: options.replica, ...(options.onError ? { onError: options.onError } : {}) });
+    const sink = createStdoutSink({
+      replica: options.replica,
+      onError: (err) => logger.error({ err: err.message, code: (err as { code?: string }).code }, 'decision log write failed'),
+    });
     return { sink, log: null };
   }
   if (config.signing_key_file !== undefined && config.signing_key_env !== undefined) {
@@ -37,8 +42,7 @@ export function openDecisionLog(config: DecisionLogConfig, options: OpenDecision
     rotateSeconds: config.rotate_seconds,
     signingKey,
     failOpen: config.fail_open,
-    ...(options.onError ? { onError: options.onError } : {}),
-    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+    logger,
   });
   return { sink: log, log };
 }

@@ -22,6 +22,7 @@ import {
 } from 'node:fs';
 import { open as openAsync, rename as renameAsync } from 'node:fs/promises';
 import type { Operation } from '../config/schema.js';
+import { silentLogger, type OperationalLogger } from '../log.js';
 import { GENESIS_HASH, recordHash } from './canonical.js';
 import { sealDigest, serialiseDigest, type Digest, type DigestBody, type SealReason } from './digest.js';
 import { DecisionLogCodes, DecisionLogError, describeError } from './errors.js';
@@ -71,12 +72,6 @@ export const nodeFileOps: FileOps = {
   close: (fd) => new Promise((res, rej) => closeCb(fd, cb(res, rej))),
 };
 
-export interface LogEvent {
-  level: 'info' | 'warn' | 'error';
-  msg: string;
-  [field: string]: unknown;
-}
-
 export interface DecisionLogOptions {
   /** The active file, e.g. /var/lib/residency-proxy/decisions.log. */
   path: string;
@@ -109,10 +104,12 @@ export interface DecisionLogOptions {
   probeMs?: number;
   fileOps?: FileOps;
   now?: () => number;
-  /** A batch failed (the caller counts and logs; each write() also rejects). */
-  onError?: (err: DecisionLogError) => void;
-  /** Things an operator should see in the operational log: resumed, sealed, recovered, truncated tail. */
-  onEvent?: (event: LogEvent) => void;
+  /**
+   * The operational log: what an operator should see (resumed, sealed,
+   * recovered, truncated tail) and every failed batch (each write() also
+   * rejects). Default: silent.
+   */
+  logger?: OperationalLogger;
 }
 
 export interface DecisionLog extends DecisionSink {
@@ -262,7 +259,7 @@ class DurableLog implements DecisionLog {
   private readonly heldMax: number;
   private readonly maxBatchBytes: number;
   private readonly now: () => number;
-  private readonly emit: (event: LogEvent) => void;
+  private readonly logger: OperationalLogger;
 
   private fd: number | null = null;
   private identity: FileIdentity | null = null;
@@ -314,7 +311,7 @@ class DurableLog implements DecisionLog {
     this.heldMax = options.heldMax ?? 10_000;
     this.maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
     this.now = options.now ?? Date.now;
-    this.emit = options.onEvent ?? (() => {});
+    this.logger = options.logger ?? silentLogger;
 
     mkdirSync(this.layout.dir, { recursive: true });
     lockLog(this.layout.lock, this.layout.active);
@@ -344,7 +341,7 @@ class DurableLog implements DecisionLog {
         renameSync(active, target);
         renameSync(activeDigest, digestPath(target));
         fsyncDirSync(dir);
-        this.emit({ level: 'info', msg: 'decision log: rotated the file sealed at shutdown', file: target });
+        this.logger.info({ file: target }, 'decision log: rotated the file sealed at shutdown');
       } else if (digest) {
         // Crash between the two renames above: move the seal next to its file.
         const match = listRotated(this.layout).find((f) => f.firstSeq === digest.first_seq && f.lastSeq === digest.last_seq);
@@ -359,7 +356,7 @@ class DurableLog implements DecisionLog {
     if (tail && tail.tornBytes > 0) {
       // A batch cut short: its writes never resolved, so no client was answered on it.
       truncateSync(active, tail.size - tail.tornBytes);
-      this.emit({ level: 'warn', msg: 'decision log: cut a torn last line (never acknowledged)', file: active, bytes: tail.tornBytes });
+      this.logger.warn({ file: active, bytes: tail.tornBytes }, 'decision log: cut a torn last line (never acknowledged)');
       tail = readTail(active);
     }
 
@@ -411,7 +408,7 @@ class DurableLog implements DecisionLog {
     const st = fstatSync(this.fd);
     this.identity = { dev: st.dev, ino: st.ino };
     if (this.committed.seq > 0) {
-      this.emit({ level: 'info', msg: 'decision log: resumed', file: active, seq: this.committed.seq });
+      this.logger.info({ file: active, seq: this.committed.seq }, 'decision log: resumed');
     }
   }
 
@@ -435,7 +432,7 @@ class DurableLog implements DecisionLog {
       'recovered',
     );
     this.writeDigestSync(file, digest);
-    this.emit({ level: 'warn', msg: 'decision log: sealed a file a crash left unsealed', file });
+    this.logger.warn({ file }, 'decision log: sealed a file a crash left unsealed');
   }
 
   private digestFor(
@@ -513,7 +510,7 @@ class DurableLog implements DecisionLog {
     this.writeDigestSync(target, digest);
     this.active = emptyActive();
     this.activeReplica = this.replica;
-    this.emit({ level: 'info', msg: 'decision log: sealed', file: target, reason, first_seq: digest.first_seq, last_seq: digest.last_seq });
+    this.logger.info({ file: target, reason, first_seq: digest.first_seq, last_seq: digest.last_seq }, 'decision log: sealed');
   }
 
   // ---------------------------------------------------------------------------
@@ -701,7 +698,7 @@ class DurableLog implements DecisionLog {
         item.reject(error);
       }
     }
-    this.options.onError?.(error);
+    this.logger.error({ err: error.message, code: error.code }, 'decision log write failed');
   }
 
   /** Reopen the file, cut it back to the last durable byte, check its tail; then replay held records. Single flight. */
@@ -713,7 +710,7 @@ class DurableLog implements DecisionLog {
         this.recovering = null;
         if (this.broken === null) return true;
         this.broken = null;
-        this.emit({ level: 'info', msg: 'decision log: writable again', seq: this.committed.seq, held: this.held.length });
+        this.logger.info({ seq: this.committed.seq, held: this.held.length }, 'decision log: writable again');
         const held = this.held;
         this.held = [];
         for (const entry of held) void this.enqueue(entry, true);
@@ -750,7 +747,7 @@ class DurableLog implements DecisionLog {
       const st = await this.ops.fstat(fd);
       if (created) {
         if (this.active.count > 0) {
-          this.emit({ level: 'error', msg: 'decision log: the active file disappeared; a new one continues the chain', file: active, seq: this.committed.seq });
+          this.logger.error({ file: active, seq: this.committed.seq }, 'decision log: the active file disappeared; a new one continues the chain');
         }
         this.active = emptyActive();
       } else {
@@ -802,7 +799,7 @@ class DurableLog implements DecisionLog {
     await this.ops.close(fd).catch(() => {});
     this.unfinishedRotation = { path: target, digest };
     await this.finishRotation();
-    this.emit({ level: 'info', msg: 'decision log: sealed', file: target, reason, first_seq: digest.first_seq, last_seq: digest.last_seq });
+    this.logger.info({ file: target, reason, first_seq: digest.first_seq, last_seq: digest.last_seq }, 'decision log: sealed');
   }
 
   private async finishRotation(): Promise<void> {
@@ -886,7 +883,7 @@ class DurableLog implements DecisionLog {
     }
     this.closed = true;
     if (this.held.length > 0) {
-      this.emit({ level: 'error', msg: 'decision log: held records lost at shutdown (the log never came back)', count: this.held.length });
+      this.logger.error({ count: this.held.length }, 'decision log: held records lost at shutdown (the log never came back)');
     }
     for (const item of this.pending) item.reject(new DecisionLogError(DecisionLogCodes.CLOSED, 'the decision log is closed'));
     this.pending = [];
@@ -894,7 +891,7 @@ class DurableLog implements DecisionLog {
       if (this.broken === null && this.fd !== null && this.active.count > 0) {
         const digest = this.activeDigest('shutdown');
         await this.writeDigest(this.layout.active, digest);
-        this.emit({ level: 'info', msg: 'decision log: sealed', file: this.layout.active, reason: 'shutdown', first_seq: digest.first_seq, last_seq: digest.last_seq });
+        this.logger.info({ file: this.layout.active, reason: 'shutdown', first_seq: digest.first_seq, last_seq: digest.last_seq }, 'decision log: sealed');
         for (const listener of this.listeners) listener(this.committed.seq);
       }
     } finally {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { silentLogger, type OperationalLogger } from '../log.js';
 import type { LockdownState } from './lockdown.js';
 import { parseJsonObject, type FleetRedis } from './redis.js';
 
@@ -62,12 +63,6 @@ export interface HeartbeatSources {
   instance?: string;
 }
 
-export interface HeartbeatEvent {
-  level: 'info' | 'warn' | 'error';
-  msg: string;
-  [field: string]: unknown;
-}
-
 export function heartbeatKey(id: string, instance: string): string {
   return `${REPLICA_NAMESPACE}${id}:${instance}`;
 }
@@ -95,7 +90,7 @@ export class HeartbeatPublisher {
   constructor(
     private readonly redis: FleetRedis,
     private readonly sources: HeartbeatSources,
-    private readonly onEvent: (event: HeartbeatEvent) => void = () => {},
+    private readonly logger: OperationalLogger = silentLogger,
   ) {
     this.now = sources.now ?? Date.now;
     this.instance = sources.instance ?? randomBytes(4).toString('hex');
@@ -220,13 +215,13 @@ export class HeartbeatPublisher {
     }
     if (this.failing) {
       this.failing = false;
-      this.onEvent({ level: 'info', msg: 'fleet heartbeat published again', key: this.key });
+      this.logger.info({ key: this.key }, 'fleet heartbeat published again');
     }
   }
 
   private noteFailure(error: string): void {
     if (this.failing) return;
     this.failing = true;
-    this.onEvent({ level: 'warn', msg: 'fleet heartbeat not published: redis unavailable (traffic is not affected)', error });
+    this.logger.warn({ error }, 'fleet heartbeat not published: redis unavailable (traffic is not affected)');
   }
 }

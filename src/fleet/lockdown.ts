@@ -1,5 +1,6 @@
 import { hostname, userInfo } from 'node:os';
 import type { Redis } from 'ioredis';
+import { silentLogger, type OperationalLogger } from '../log.js';
 import { parseJsonObject, type FleetRedis } from './redis.js';
 
 /**
@@ -52,12 +53,6 @@ export interface LockdownState {
   readonly verifiedAt: string | null;
 }
 
-export interface LockdownEvent {
-  level: 'info' | 'warn' | 'error';
-  msg: string;
-  [field: string]: unknown;
-}
-
 export interface LockdownWatcherOptions {
   redis: FleetRedis;
   /** Poll interval backing up the subscription, ms. */
@@ -68,8 +63,8 @@ export interface LockdownWatcherOptions {
   onChange?: (change: LockdownChange) => void;
   /** Called for every new record, also one that keeps the state (a lockdown re-issued with a new reason). */
   onRecord?: (record: LockdownRecord) => void;
-  /** For the operational log. */
-  onEvent?: (event: LockdownEvent) => void;
+  /** The operational log; default: silent. */
+  logger?: OperationalLogger;
   now?: () => number;
 }
 
@@ -123,9 +118,11 @@ export class LockdownWatcher {
   private lastBadText: string | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly now: () => number;
+  private readonly logger: OperationalLogger;
 
   constructor(private readonly options: LockdownWatcherOptions) {
     this.now = options.now ?? Date.now;
+    this.logger = options.logger ?? silentLogger;
   }
 
   /** Read per request by every planner: a plain field, no I/O. */
@@ -147,7 +144,7 @@ export class LockdownWatcher {
     if (redis.client === null) return;
     const ready = await waitReady(redis, this.options.startupTimeoutMs ?? 1_500);
     if (ready) await this.read('startup');
-    else this.emit({ level: 'warn', msg: 'fleet lockdown state unknown at start-up: redis unavailable; starting without lockdown', error: redis.lastError() });
+    else this.logger.warn({ error: redis.lastError() }, 'fleet lockdown state unknown at start-up: redis unavailable; starting without lockdown');
     if (this.closed) return;
     const sub = redis.subscriber?.() ?? null;
     if (sub !== null) {
@@ -165,7 +162,7 @@ export class LockdownWatcher {
       sub.on('message', onMessage);
       sub.subscribe(channel).catch((err: unknown) => {
         // Polling still applies every change; only the one-message latency is lost.
-        if (!this.closed) this.emit({ level: 'warn', msg: 'fleet lockdown: subscribe failed; relying on polling', error: (err as Error).message });
+        if (!this.closed) this.logger.warn({ error: (err as Error).message }, 'fleet lockdown: subscribe failed; relying on polling');
       });
       this.unsubscribe = () => {
         sub.off('message', onMessage);
@@ -219,7 +216,7 @@ export class LockdownWatcher {
     if (this.closed) return;
     if (this.failing) {
       this.failing = false;
-      this.emit({ level: 'info', msg: 'fleet lockdown state readable again', active: this.isActive });
+      this.logger.info({ active: this.isActive }, 'fleet lockdown state readable again');
     }
     this.verifiedAt = new Date(this.now()).toISOString();
     if (text === null) {
@@ -230,7 +227,7 @@ export class LockdownWatcher {
     if (record === null) {
       if (text !== this.lastBadText) {
         this.lastBadText = text;
-        this.emit({ level: 'error', msg: 'fleet lockdown key holds no valid record; keeping the last known state', active: this.isActive });
+        this.logger.error({ active: this.isActive }, 'fleet lockdown key holds no valid record; keeping the last known state');
       }
       return;
     }
@@ -244,7 +241,7 @@ export class LockdownWatcher {
     if (record === null || !record.active) return;
     try {
       const ok = await client.set(this.options.redis.key(LOCKDOWN_KEY), JSON.stringify(record), 'NX');
-      if (ok === 'OK') this.emit({ level: 'warn', msg: 'fleet lockdown key was missing from redis (restarted or flushed?); restored the last known lockdown', ...record });
+      if (ok === 'OK') this.logger.warn(record, 'fleet lockdown key was missing from redis (restarted or flushed?); restored the last known lockdown');
     } catch (err) {
       this.noteFailure((err as Error).message);
     }
@@ -264,11 +261,7 @@ export class LockdownWatcher {
   private noteFailure(error: string): void {
     if (this.failing) return;
     this.failing = true;
-    this.emit({ level: 'warn', msg: 'fleet lockdown state cannot be read; keeping the last known state', active: this.isActive, error });
-  }
-
-  private emit(event: LockdownEvent): void {
-    this.options.onEvent?.(event);
+    this.logger.warn({ active: this.isActive, error }, 'fleet lockdown state cannot be read; keeping the last known state');
   }
 }
 

@@ -1,3 +1,4 @@
+import type { OperationalLogger } from '../log.js';
 import type { Metrics } from '../metrics/registry.js';
 import { HeartbeatPublisher, type Heartbeat } from './heartbeat.js';
 import { LockdownWatcher, type LockdownChange, type LockdownTrigger } from './lockdown.js';
@@ -35,12 +36,6 @@ export type FleetEvent =
     }
   | { type: 'redis'; up: boolean; error: string | null; replica: string; at: string };
 
-export interface FleetLogEvent {
-  level: 'info' | 'warn' | 'error';
-  msg: string;
-  [field: string]: unknown;
-}
-
 export interface FleetMemberOptions {
   /** The replica's one fleet connection (see connectFleetRedis); null: fleet features off. Its owner closes it, after close() here. */
   redis: FleetRedis | null;
@@ -48,8 +43,8 @@ export interface FleetMemberOptions {
   replica: string;
   version: string;
   metrics: Pick<Metrics, 'lockdownChanges' | 'lockdownActive' | 'fleetRedisUp'>;
-  /** The operational log. */
-  log: (event: FleetLogEvent) => void;
+  /** The operational log (heartbeat and lockdown watcher included). */
+  logger: OperationalLogger;
   onFleetEvent?: (event: FleetEvent) => void;
   policy: () => { hash: string; loadedAt: string; shadowHash: string | null };
   decisionLog: () => { healthy: boolean; backlog: number | null };
@@ -83,12 +78,12 @@ export interface FleetMember {
 }
 
 export function joinFleet(options: FleetMemberOptions): FleetMember {
-  const { metrics, replica, settings } = options;
+  const { metrics, replica, settings, logger } = options;
   const emit = (event: FleetEvent) => {
     try {
       options.onFleetEvent?.(event);
     } catch (err) {
-      options.log({ level: 'error', msg: 'fleet event callback failed', error: (err as Error).message });
+      logger.error({ error: (err as Error).message }, 'fleet event callback failed');
     }
   };
   const configured = options.redis !== null && options.redis.client !== null;
@@ -101,11 +96,8 @@ export function joinFleet(options: FleetMemberOptions): FleetMember {
     metrics.fleetRedisUp.set(up ? 1 : 0);
     if (up === wasUp) return;
     wasUp = up;
-    options.log(
-      up
-        ? { level: 'info', msg: 'fleet redis connected', lockdown: watcher.active() }
-        : { level: 'warn', msg: 'fleet redis unavailable; traffic continues with the last known lockdown state', error, lockdown: watcher.active() },
-    );
+    if (up) logger.info({ lockdown: watcher.active() }, 'fleet redis connected');
+    else logger.warn({ error, lockdown: watcher.active() }, 'fleet redis unavailable; traffic continues with the last known lockdown state');
     emit({ type: 'redis', up, error, replica, at: new Date().toISOString() });
     // A replica back in touch says so at once rather than at the next beat.
     if (up) heartbeat.publishNow();
@@ -120,16 +112,17 @@ export function joinFleet(options: FleetMemberOptions): FleetMember {
       metrics.lockdownChanges.inc({ state });
       metrics.lockdownActive.set(change.active ? 1 : 0);
       const { reason, set_by, set_at } = change.record;
-      options.log(
+      logger.warn(
+        { reason, set_by, set_at, trigger: change.trigger },
         change.active
-          ? { level: 'warn', msg: 'fleet lockdown applied: every rule enforces, unknown locations are refused, allow-exceptions are suspended', reason, set_by, set_at, trigger: change.trigger }
-          : { level: 'warn', msg: 'fleet lockdown lifted: rules enforce as configured again', reason, set_by, set_at, trigger: change.trigger },
+          ? 'fleet lockdown applied: every rule enforces, unknown locations are refused, allow-exceptions are suspended'
+          : 'fleet lockdown lifted: rules enforce as configured again',
       );
       emit({ type: 'lockdown', state, trigger: change.trigger, reason, set_by, set_at, replica, at: new Date().toISOString() });
     },
     // Every new record (a change, or a lockdown re-issued with a new reason) goes out at once, so `fleet lockdown` can confirm it.
     onRecord: () => heartbeat.publishNow(),
-    onEvent: options.log,
+    logger,
   });
 
   const heartbeat = new HeartbeatPublisher(
@@ -145,7 +138,7 @@ export function joinFleet(options: FleetMemberOptions): FleetMember {
       ...(options.geoipBuildEpoch ? { geoipBuildEpoch: options.geoipBuildEpoch } : {}),
       ...(options.ipRangesCreatedEpoch ? { ipRangesCreatedEpoch: options.ipRangesCreatedEpoch } : {}),
     },
-    options.log,
+    logger,
   );
 
   const lockdownText = () => {

@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis';
+import { silentLogger, type OperationalLogger } from '../log.js';
 
 /**
  * The one Redis connection a replica uses for everything it shares with the
@@ -24,10 +25,9 @@ export interface FleetRedis {
    */
   subscriber?(): Redis | null;
   /**
-   * Also tell `listener` about every change of `healthy()`/`lastError()`
-   * (besides the `onStateChange` given at connect), so modules sharing the
-   * connection need not own it. Returns an unsubscribe function. (Optional
-   * like `subscriber`.)
+   * Tell `listener` about every change of `healthy()`/`lastError()`, so
+   * modules sharing the connection need not own it. Returns an unsubscribe
+   * function. (Optional like `subscriber`.)
    */
   watchState?(listener: (healthy: boolean, error: string | null) => void): () => void;
   close(): Promise<void>;
@@ -36,7 +36,8 @@ export interface FleetRedis {
 export interface FleetRedisOptions {
   url: string;
   keyPrefix: string;
-  onStateChange?: (healthy: boolean, error: string | null) => void;
+  /** Every change of the connection's state is logged here (never the URL: it may carry a password). Default: silent. */
+  logger?: OperationalLogger;
 }
 
 export function connectFleetRedis(options: FleetRedisOptions | null): FleetRedis {
@@ -51,6 +52,7 @@ export function connectFleetRedis(options: FleetRedisOptions | null): FleetRedis
       close: async () => {},
     };
   }
+  const logger = options.logger ?? silentLogger;
   let healthy = false;
   let lastError: string | null = 'connecting';
   const listeners = new Set<(healthy: boolean, error: string | null) => void>();
@@ -67,7 +69,7 @@ export function connectFleetRedis(options: FleetRedisOptions | null): FleetRedis
     if (ok === healthy && error === lastError) return;
     healthy = ok;
     lastError = error;
-    options.onStateChange?.(ok, error);
+    logger[ok ? 'info' : 'warn']({ redis: ok ? 'ready' : error }, 'fleet redis connection changed');
     for (const listener of listeners) listener(ok, error);
   };
   client.on('ready', () => set(true, null));

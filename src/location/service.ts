@@ -1,4 +1,5 @@
 import type { Config } from '../config/load.js';
+import { silentLogger, type OperationalLogger } from '../log.js';
 import type { GeoIp, GeoIpInfo } from './geoip.js';
 import { NetworkLocator, UNRESOLVED, type NetworkLocation } from './network-locator.js';
 import type { NetworkLocationSettings } from './network-config.js';
@@ -32,7 +33,6 @@ export interface LocationEvents {
   hostNotTracked?: (reason: NotTrackedReason) => void;
   /** How many `{host}` names are tracked now (the configured upstreams' hosts not counted). */
   trackedHosts?: (count: number) => void;
-  log?: (level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string) => void;
 }
 
 /** One line of `residency_location_source_info`. */
@@ -50,6 +50,8 @@ export interface LocationServiceOptions {
   /** Host names (or IP literals) of the configured upstreams: resolved at startup and kept fresh. */
   hosts: readonly string[];
   events?: LocationEvents;
+  /** The operational log: resolution failures, changed addresses, reloads, host limits reached. Default: silent. */
+  logger?: OperationalLogger;
   /** Replaces the system resolver (tests: made-up names to loopback). */
   lookup?: ResolverOptions['lookup'];
   /** How often hosts nobody asked for lately stop being refreshed. Default 5 minutes. */
@@ -91,6 +93,7 @@ export class LocationService {
   private reloads: Promise<void> = Promise.resolve();
   private sweeper: NodeJS.Timeout | null = null;
   private readonly events: LocationEvents;
+  private readonly logger: OperationalLogger;
   /** The last resolution error per host, until it resolves. */
   private readonly failures = new Map<string, string>();
   /** Each limit is logged the first time it turns a name away (the counters say how often). */
@@ -99,7 +102,9 @@ export class LocationService {
   constructor(private readonly options: LocationServiceOptions) {
     const { dns } = options.settings;
     this.events = options.events ?? {};
+    this.logger = options.logger ?? silentLogger;
     const events = this.events;
+    const logger = this.logger;
     this.resolver = new PinningResolver({
       servers: dns.servers,
       minTtl: dns.minTtl,
@@ -117,9 +122,9 @@ export class LocationService {
         if (this.limitsLogged.has(reason)) return;
         this.limitsLogged.add(reason);
         if (reason === 'cap') {
-          events.log?.('warn', { host }, 'dns.max_tracked_hosts reached: further {host} names are resolved once per TTL, not refreshed (logged once)');
+          logger.warn({ host }, 'dns.max_tracked_hosts reached: further {host} names are resolved once per TTL, not refreshed (logged once)');
         } else {
-          events.log?.('warn', { host }, 'dns.max_new_hosts_per_second reached: a new {host} name was not resolved, so its request has no located address (logged once)');
+          logger.warn({ host }, 'dns.max_new_hosts_per_second reached: a new {host} name was not resolved, so its request has no located address (logged once)');
         }
       },
       onAnswer: (host) => {
@@ -133,10 +138,10 @@ export class LocationService {
         this.failures.set(host, `${code ?? 'error'}: ${err.message}`);
         // No such name or no address records: the name is the problem, not the resolver.
         events.lookup?.('dns', code === 'ENOTFOUND' || code === 'ENODATA' ? 'miss' : 'error');
-        events.log?.('warn', { host, code, err: err.message }, 'upstream name could not be resolved; the last answer is served within dns.grace_seconds, then the location is unknown');
+        logger.warn({ host, code, err: err.message }, 'upstream name could not be resolved; the last answer is served within dns.grace_seconds, then the location is unknown');
       },
       onChange: (host, previous, next) => {
-        if (previous !== undefined) events.log?.('info', { host, from: previous.addresses, to: next.addresses }, 'upstream addresses changed');
+        if (previous !== undefined) logger.info({ host, from: previous.addresses, to: next.addresses }, 'upstream addresses changed');
       },
     });
     // Validated by the config checks; compiled now so a start never fails on it.
@@ -159,6 +164,7 @@ export class LocationService {
     const { settings } = this.options;
     const geo = settings.geoip;
     const events = this.events;
+    const logger = this.logger;
     try {
       const [geoip, ranges] = await Promise.all([
         geo === null
@@ -172,11 +178,11 @@ export class LocationService {
                 watch: geo.watch && geo.path !== null,
                 onReload: (info: GeoIpInfo) => {
                   events.reload?.('geoip', true);
-                  events.log?.('info', { file: info.path, database_type: info.databaseType, built: info.buildEpoch.toISOString() }, 'GeoIP database reloaded');
+                  logger.info({ file: info.path, database_type: info.databaseType, built: info.buildEpoch.toISOString() }, 'GeoIP database reloaded');
                 },
                 onReloadError: (err: Error) => {
                   events.reload?.('geoip', false);
-                  events.log?.('error', { err: err.message }, 'GeoIP database reload refused; keeping the last good database');
+                  logger.error({ err: err.message }, 'GeoIP database reload refused; keeping the last good database');
                 },
               }),
             ),
@@ -275,7 +281,7 @@ export class LocationService {
     // Never rejects: a reload that fails keeps what is in use, and says so.
     this.reloads = this.reloads.then(() =>
       this.reloadNow(config, hosts, cloudRanges).catch((err: unknown) => {
-        this.events.log?.('error', { err: (err as Error).message }, 'location sources could not be reloaded; keeping the last good ones');
+        this.logger.error({ err: (err as Error).message }, 'location sources could not be reloaded; keeping the last good ones');
       }),
     );
     return this.reloads;
@@ -284,13 +290,14 @@ export class LocationService {
   private async reloadNow(config: Config, hosts: readonly string[], cloudRanges: NetworkLocationSettings['cloudRanges']): Promise<void> {
     if (this.state === 'closed') return;
     const events = this.events;
+    const logger = this.logger;
     let sites = this.sites;
     try {
       sites = SiteNetworks.fromConfig(config.networks);
       events.reload?.('site', true);
     } catch (err) {
       events.reload?.('site', false);
-      events.log?.('error', { err: (err as Error).message }, 'site networks could not be compiled; keeping the last good ones');
+      logger.error({ err: (err as Error).message }, 'site networks could not be compiled; keeping the last good ones');
     }
     let ranges = this.ranges;
     try {
@@ -298,7 +305,7 @@ export class LocationService {
       events.reload?.('cloud-range', true);
     } catch (err) {
       events.reload?.('cloud-range', false);
-      events.log?.('error', { err: (err as Error).message, code: (err as { code?: string }).code }, 'cloud range files could not be loaded; keeping the last good ones');
+      logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cloud range files could not be loaded; keeping the last good ones');
     }
     if (this.isClosed()) return;
     this.sites = sites;

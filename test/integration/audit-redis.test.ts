@@ -121,7 +121,7 @@ describe.skipIf(!haveRedisServer())('decision stream: shipping to Redis', () => 
     const elapsed = Date.now() - started;
     console.log(`[audit-redis] 150 requests with Redis down took ${elapsed} ms`);
     await new Promise((r) => setTimeout(r, 300));
-    expect(proxy.logs.some((l) => String(l.msg).includes('shipping paused'))).toBe(true);
+    expect(proxy.logs.some((l) => l.component === 'shipper' && String(l.msg).includes('shipping paused'))).toBe(true);
     const cursor = JSON.parse(readFileSync(join(logDir, 'decisions.log.cursor.json'), 'utf8')) as { seq: number };
     const beforeOutage = recordsFor(100);
     const total = beforeOutage + recordsFor(150);

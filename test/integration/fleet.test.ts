@@ -276,7 +276,7 @@ describe('fleet lockdown', () => {
     const applied = late.logs.findIndex((l) => typeof l.msg === 'string' && l.msg.startsWith('fleet lockdown applied'));
     const listening = late.logs.findIndex((l) => l.msg === 'residency-proxy listening');
     expect(applied).toBeGreaterThanOrEqual(0);
-    expect(late.logs[applied]).toMatchObject({ trigger: 'startup', reason: 'incident 10' });
+    expect(late.logs[applied]).toMatchObject({ component: 'fleet', trigger: 'startup', reason: 'incident 10' });
     expect(applied).toBeLessThan(listening);
     const record = decisions(join(dir, 'decisions.log')).at(-1)!;
     expect(record).toMatchObject({ lockdown: true, effective: 'refused' });

@@ -10,6 +10,7 @@ import { RECORD_VERSION, type DecisionRecord } from '../../src/audit/record.js';
 import { verifyLogs } from '../../src/audit/verify.js';
 import { createDecisionLog, nodeFileOps, type DecisionLog, type DecisionLogOptions, type FileOps } from '../../src/audit/writer.js';
 import { generateLog, sampleEntry } from '../helpers/audit-records.js';
+import { captureLog } from '../helpers/log-capture.js';
 
 let dir: string;
 let path: string;
@@ -189,9 +190,9 @@ describe('durable decision log: restart, torn tail, lock', () => {
     generateLog(path, 3, { replica: 'r1' });
     appendFileSync(path, '{"v":1,"seq":4,"ts":"2026-');
     writeFileSync(`${path}.lock`, '999999999\n');
-    const events: string[] = [];
-    const log = make({ onEvent: (e) => events.push(e.msg) });
-    expect(events.some((m) => m.includes('torn'))).toBe(true);
+    const { logger, lines } = captureLog();
+    const log = make({ logger });
+    expect(lines.some((l) => l.msg.includes('torn'))).toBe(true);
     return log.write(sampleEntry(3)).then(() => {
       const all = records();
       expect(all.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
@@ -293,8 +294,9 @@ describe('durable decision log: rotation and seals', () => {
 describe('durable decision log: failures', () => {
   it('a failed write rejects, turns unhealthy, cuts the partial batch, and recovers by itself with no seq gap', async () => {
     const { ops, state } = faultyOps();
-    const errors: DecisionLogError[] = [];
-    const log = make({ fileOps: ops, onError: (e) => errors.push(e) });
+    const { logger, lines } = captureLog();
+    const errors = () => lines.filter((l) => l.msg === 'decision log write failed');
+    const log = make({ fileOps: ops, logger });
     await log.write(sampleEntry(0));
     const sizeBefore = statSync(path).size;
 
@@ -304,7 +306,7 @@ describe('durable decision log: failures', () => {
     expect(failed.map((f) => f.status)).toEqual(['rejected', 'rejected']);
     expect((failed[0] as PromiseRejectedResult).reason).toBeInstanceOf(DecisionLogError);
     expect((failed[0] as PromiseRejectedResult).reason.code).toBe(DecisionLogCodes.WRITE_FAILED);
-    expect(errors).toHaveLength(1);
+    expect(errors()).toEqual([expect.objectContaining({ level: 'error', code: DecisionLogCodes.WRITE_FAILED })]);
     expect(log.healthy()).toBe(false);
     expect(statSync(path).size).toBeGreaterThan(sizeBefore); // the torn bytes are there until recovery
 

@@ -71,7 +71,7 @@ describe('fleet member without Redis', () => {
       replica: 'solo',
       version: '0.0.0',
       metrics,
-      log: () => {},
+      logger: pino({ enabled: false }),
       policy: () => ({ hash: 'h', loadedAt: '2026-11-29T20:00:00.000Z', shadowHash: null }),
       decisionLog: () => ({ healthy: true, backlog: null }),
     });

@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LOCKDOWN_CHANNEL, LOCKDOWN_KEY, LockdownWatcher, parseLockdownRecord, type LockdownChange, type LockdownEvent, type LockdownRecord } from '../../src/fleet/lockdown.js';
+import { LOCKDOWN_CHANNEL, LOCKDOWN_KEY, LockdownWatcher, parseLockdownRecord, type LockdownChange, type LockdownRecord } from '../../src/fleet/lockdown.js';
 import type { FleetRedis } from '../../src/fleet/redis.js';
+import { captureLog } from '../helpers/log-capture.js';
 
 /** An in-memory stand-in for the fleet connection: GET/SET (NX) and a subscriber that can deliver messages. */
 function fakeRedis(initial: Record<string, string> = {}, healthy = true) {
@@ -53,8 +54,8 @@ const LIFTED: LockdownRecord = { active: false, reason: 'over', set_by: 'a@b', s
 const watchers: LockdownWatcher[] = [];
 function watch(redis: FleetRedis, extra: { startupTimeoutMs?: number } = {}) {
   const changes: LockdownChange[] = [];
-  const events: LockdownEvent[] = [];
-  const w = new LockdownWatcher({ redis, pollMs: 60_000, onChange: (c) => changes.push(c), onEvent: (e) => events.push(e), ...extra });
+  const { logger, lines: events } = captureLog();
+  const w = new LockdownWatcher({ redis, pollMs: 60_000, onChange: (c) => changes.push(c), logger, ...extra });
   watchers.push(w);
   return { w, changes, events };
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { HeartbeatPublisher, MISSED_BEATS, parseHeartbeat, type Heartbeat } from '../../src/fleet/heartbeat.js';
 import type { FleetRedis } from '../../src/fleet/redis.js';
 import { driftOf, duplicatesOf, formatFleetText, globEscape, type FleetView, type PolicyGroup } from '../../src/fleet/view.js';
+import { captureLog } from '../helpers/log-capture.js';
 
 const T0 = Date.parse('2026-11-29T20:00:00.000Z');
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -194,8 +195,8 @@ describe('HeartbeatPublisher', () => {
 
   it('skips beats while Redis is down and says so once', async () => {
     const calls: unknown[][] = [];
-    const events: unknown[] = [];
-    const p = new HeartbeatPublisher(redis(false, calls), sources, (e) => events.push(e));
+    const { logger, lines: events } = captureLog();
+    const p = new HeartbeatPublisher(redis(false, calls), sources, logger);
     p.publishNow();
     await p.settled();
     p.publishNow();
