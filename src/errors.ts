@@ -30,6 +30,7 @@ export const Errors = {
   ),
   SHUTTING_DOWN: createError('RESIDENCY_ERR_SHUTTING_DOWN', 'the proxy is shutting down', 503),
   TUNNEL_BUSY: createError('RESIDENCY_ERR_TUNNEL_BUSY', 'too many tunnels to new hosts are being opened', 503),
+  TUNNEL_LIMIT: createError('RESIDENCY_ERR_TUNNEL_LIMIT', 'forward_proxy.max_tunnels tunnels are open', 503),
   UPSTREAM_TIMEOUT: createError('RESIDENCY_ERR_UPSTREAM_TIMEOUT', 'upstream %s did not answer in time', 504),
   VERSION_NOT_SUPPORTED: createError('RESIDENCY_ERR_VERSION_NOT_SUPPORTED', '%s', 505),
 } as const;
@@ -53,6 +54,7 @@ const BY_SLUG: Readonly<Record<string, ErrorName>> = {
   upstream_unresolved: 'UPSTREAM_UNRESOLVED',
   shutting_down: 'SHUTTING_DOWN',
   tunnel_busy: 'TUNNEL_BUSY',
+  tunnel_limit: 'TUNNEL_LIMIT',
 };
 const BY_STATUS: Readonly<Record<number, ErrorName>> = {
   400: 'BAD_REQUEST',

@@ -95,25 +95,54 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   const logger =
     options.logger ??
     pino({ level: config.log_level }, pino.destination({ dest: config.decision_log.path === '-' ? 2 : 1, sync: false }));
-  let lastFlush: number | null = null;
+  const env = options.env ?? process.env;
   const worker = options.clusterWorker;
+  for (const warning of signedRequestWarnings(config)) logger.warn({ config: warning.path, expected: warning.expected }, warning.message);
+  // Admin secrets are read before anything opens: a missing token stops the start.
+  const adminSecurity = loadAdminSecurity(config, env);
+  // RESIDENCY_REPLICA tells apart several processes on one host (the host name is the default).
+  const replica = options.replica ?? env.RESIDENCY_REPLICA ?? hostname();
+
+  // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.
+  const decisionLog = options.sink
+    ? { sink: options.sink, log: null }
+    : openDecisionLog(worker ? { ...config.decision_log, path: worker.decisionLogPath } : config.decision_log, {
+        replica,
+        env,
+        logger: logger.child({ component: 'decision-log' }),
+      });
+  const sink = decisionLog.sink;
+  const maskClient = clientMasker(config.decision_log, env);
+  const shipper =
+    decisionLog.log && config.redis
+      ? createShipper({
+          log: decisionLog.log,
+          redisUrl: config.redis.url,
+          streamKey: `${config.redis.key_prefix}${config.decision_log.stream.key}`,
+          maxlen: config.decision_log.stream.maxlen,
+          logger: logger.child({ component: 'shipper' }),
+        })
+      : null;
+  let lastFlush: number | null = null;
+  decisionLog.log?.onCommit(() => {
+    lastFlush = Date.now() / 1000;
+  });
+  /** Records not yet in the file (held while it is unwritable) or not yet shipped to Redis; null for a sink that is not the file. */
+  const decisionLogBacklog = () => (decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0));
+
   const metrics = createMetrics({
     version: readPackageVersion(),
     ...(worker ? { defaultLabels: { worker: String(worker.index) } } : {}),
-    // Closures: the sources are built below and read at scrape time.
+    // Read at scrape time; location is built below (it counts into these metrics).
     evidence: {
-      decisionLogBacklog: () => (decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0)),
+      decisionLogBacklog,
       decisionLogLastFlushEpoch: () => lastFlush,
       geoipBuildEpoch: () => location?.geoipBuildEpoch() ?? null,
       ipRangesCreatedEpoch: () => location?.rangesCreatedEpoch() ?? null,
       locationSources: () => location?.sources() ?? [],
     },
   });
-  for (const warning of signedRequestWarnings(config)) logger.warn({ config: warning.path, expected: warning.expected }, warning.message);
-  // Admin secrets are read before anything opens: a missing token stops the start.
-  const adminSecurity = loadAdminSecurity(config, options.env ?? process.env);
-  // RESIDENCY_REPLICA tells apart several processes on one host (the host name is the default).
-  const replica = options.replica ?? (options.env ?? process.env).RESIDENCY_REPLICA ?? hostname();
+
   // The one fleet Redis connection (shared state: discovered bucket regions,
   // upload locations); null without `redis`. The decision-log shipper keeps its own.
   const fleetRedis: FleetRedis | null = config.redis
@@ -140,32 +169,9 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       options.onFleetEvent?.(event);
     },
     policy: () => policy.status(),
-    decisionLog: () => ({ healthy: sink.healthy(), backlog: decisionLog.log === null ? null : decisionLog.log.heldCount() + (shipper?.backlog() ?? 0) }),
+    decisionLog: () => ({ healthy: sink.healthy(), backlog: decisionLogBacklog() }),
   });
 
-  // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.
-  const decisionLog = options.sink
-    ? { sink: options.sink, log: null }
-    : openDecisionLog(worker ? { ...config.decision_log, path: worker.decisionLogPath } : config.decision_log, {
-        replica,
-        env: options.env ?? process.env,
-        logger: logger.child({ component: 'decision-log' }),
-      });
-  const sink = decisionLog.sink;
-  decisionLog.log?.onCommit(() => {
-    lastFlush = Date.now() / 1000;
-  });
-  const maskClient = clientMasker(config.decision_log, options.env ?? process.env);
-  const shipper =
-    decisionLog.log && config.redis
-      ? createShipper({
-          log: decisionLog.log,
-          redisUrl: config.redis.url,
-          streamKey: `${config.redis.key_prefix}${config.decision_log.stream.key}`,
-          maxlen: config.decision_log.stream.maxlen,
-          logger: logger.child({ component: 'shipper' }),
-        })
-      : null;
   const policy = new PolicyStore(
     {
       file: config.source,
@@ -259,7 +265,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     maxHeaderBytes: config.limits.max_header_bytes,
     headersTimeoutMs: config.limits.client_header_timeout_ms,
     // RESIDENCY_DATA_PLANE_FRONT=node: the data plane on Node's server alone, for the benchmark that measures the Fastify front's cost.
-    front: (options.env ?? process.env).RESIDENCY_DATA_PLANE_FRONT === 'node' ? 'node' : 'fastify',
+    front: env.RESIDENCY_DATA_PLANE_FRONT === 'node' ? 'node' : 'fastify',
   });
   const admin = buildAdminApp({
     logger,
@@ -341,7 +347,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
 
   /** Forward-proxy mode: tunnels intercepted with certificates from the operator CA; null when off. */
   function forwardProxy(): Omit<TunnelDeps, 'inject'> | null {
-    const settings = forwardProxySettings(config, options.env ?? process.env);
+    const settings = forwardProxySettings(config, env);
     if (settings === null) return null;
     const minter = new CertificateMinter({
       ca: settings.ca,
@@ -349,9 +355,12 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       onMint: () => metrics.certificatesMinted.inc(),
       onHit: () => metrics.certificateCacheHits.inc(),
     });
+    let open = 0;
     return {
       minter,
       users: settings.users,
+      maxTunnels: settings.maxTunnels,
+      openTunnels: () => open,
       admit: (host, port) => planner().tunnelFor(host, port),
       recordRefusal: async ({ host, port, user, client }) => {
         const id = randomUUID();
@@ -383,8 +392,14 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       },
       events: {
         refused: (code) => metrics.rejectedRequests.inc({ code }),
-        opened: () => metrics.tunnelsOpen.inc(),
-        closed: () => metrics.tunnelsOpen.dec(),
+        opened: () => {
+          open++;
+          metrics.tunnelsOpen.inc();
+        },
+        closed: () => {
+          open--;
+          metrics.tunnelsOpen.dec();
+        },
         handshakeFailed: (reason) => metrics.tlsHandshakeFailures.inc({ listener: 'tunnel', reason }),
       },
     };

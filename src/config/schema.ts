@@ -234,6 +234,7 @@ export const ConfigSchema = Type.Object(
             { additionalProperties: false, description: 'the operator CA clients trust: cert_file or cert_env, key_file or key_env (PEM)' },
           ),
           max_certificates: Type.Integer({ minimum: 1, default: 1000, description: 'minted certificates kept (least recently used first out)' }),
+          max_tunnels: Type.Integer({ minimum: 1, default: 4096, description: 'tunnels open at once; past it a CONNECT is answered 503 with Retry-After' }),
           users_file: Type.Optional(Type.String({ minLength: 1, description: 'a file of USER:PASSWORD lines: tunnels need Proxy-Authorization (Basic)' })),
           users_env: Type.Optional(Type.String({ minLength: 1, description: 'an environment variable holding USER:PASSWORD lines' })),
         },

@@ -14,13 +14,14 @@ export interface ForwardProxySettings {
   readonly ca: InterceptionCa;
   readonly users: ReadonlyMap<string, string> | null;
   readonly maxCertificates: number;
+  readonly maxTunnels: number;
 }
 
 /** The forward proxy's settings, or null when it is off. Throws what tlsProblems reports. */
 export function forwardProxySettings(config: Config, env: NodeJS.ProcessEnv = process.env): ForwardProxySettings | null {
   const fp = config.forward_proxy;
   if (fp === undefined) return null;
-  return { ca: loadInterceptionCa(fp.ca, env), users: loadProxyUsers(fp, env), maxCertificates: fp.max_certificates };
+  return { ca: loadInterceptionCa(fp.ca, env), users: loadProxyUsers(fp, env), maxCertificates: fp.max_certificates, maxTunnels: fp.max_tunnels };
 }
 
 export function tlsProblems(config: Config): ConfigProblem[] {

@@ -55,6 +55,10 @@ export interface TunnelDeps {
   };
   /** How long a client has to finish its TLS handshake inside the tunnel. */
   handshakeTimeoutMs?: number;
+  /** Tunnels open at once (`forward_proxy.max_tunnels`): each holds a socket and TLS state, and clients open them at will. */
+  maxTunnels: number;
+  /** Tunnels this proxy has open now (opened minus closed). */
+  openTunnels(): number;
 }
 
 /** How long an established tunnel whose client has closed its side may take to flush the rest before it is cut. */
@@ -116,6 +120,10 @@ export async function handleConnect(deps: TunnelDeps, req: IncomingMessage, sock
 
   // A client already gone gets no certificate minted for it.
   if (socket.destroyed || !socket.readable) return;
+  if (deps.openTunnels() >= deps.maxTunnels) {
+    deps.events.refused('tunnel_limit');
+    return answer(503, 'tunnel_limit', `${deps.maxTunnels} tunnels are open, the most this proxy keeps; retry shortly\n`, 'retry-after: 1\r\n');
+  }
   if (deps.minter.pending() >= MAX_PENDING_MINTS && !deps.minter.has(host)) {
     deps.events.refused('tunnel_busy');
     return answer(503, 'tunnel_busy', 'too many tunnels to new hosts are being opened; retry shortly\n', 'retry-after: 1\r\n');

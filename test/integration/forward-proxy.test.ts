@@ -17,7 +17,7 @@ import {
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import { ProxyAgent, request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 import { startProxy, type RunningProxy } from '../helpers/proxy.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
@@ -407,3 +407,59 @@ function sdkThroughProxy(region: string, port: number, proxyUrl: string, ca: str
     requestHandler: new NodeHttpHandler({ httpsAgent: new TrustingProxyAgent(proxyUrl, ca) }),
   });
 }
+
+describe('forward proxy: forward_proxy.max_tunnels bounds the tunnels clients can hold open', () => {
+  let dir: string;
+  let operatorCa: TestCa;
+  let dns: TestDnsServer;
+  let standIn: TlsStandIn;
+  let proxy: RunningProxy;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'residency-forward-proxy-limit-'));
+    operatorCa = await createTestCa({ subject: 'CN=Operator Interception CA' });
+    const storageCa = await createTestCa({ subject: 'CN=Test Storage CA' });
+    standIn = await startTlsStandIn(await issueServerCertificate(storageCa, [US]));
+    dns = await startDnsServer({ [US]: { A: ['127.0.0.1'] } });
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    proxy = await startProxy({
+      dns: { servers: [dns.address] },
+      forward_proxy: { ca: { cert_file: file('ca.pem', operatorCa.certPem), key_file: file('ca.key', operatorCa.keyPem) }, max_tunnels: 2 },
+      upstreams: [{ name: 'aws-s3', url: `https://{host}:${standIn.port}`, provider: 's3', route: { host: '*.amazonaws.com' }, ca_file: file('storage-ca.pem', storageCa.certPem) }],
+      rules: [{ name: 'user-data-writes', match: { operations: ['write'] }, allow_jurisdictions: ['US'] }],
+    });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await standIn?.close();
+    await dns?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('past the limit a CONNECT gets 503 with Retry-After; a closed tunnel makes room again', async () => {
+    const first = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem);
+    const second = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem);
+    try {
+      const refused = await rawConnect(proxy.port, `${US}:${standIn.port}`);
+      expect(refused).toMatch(/^HTTP\/1\.1 503 /);
+      expect(refused).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(refused).toMatch(/\r\nx-residency-error: RESIDENCY_ERR_TUNNEL_LIMIT\r\n/i);
+      const metrics = await (await request(`${proxy.adminUrl}/metrics`)).body.text();
+      expect(metrics).toMatch(/residency_rejected_requests_total\{code="tunnel_limit"\} 1/);
+      expect(metrics).toMatch(/residency_tunnels_open 2/);
+
+      first.destroy();
+      // The proxy sees the close a moment after the client does.
+      await vi.waitFor(async () => expect(await (await request(`${proxy.adminUrl}/metrics`)).body.text()).toMatch(/residency_tunnels_open 1/), { timeout: 2000, interval: 20 });
+      const third = await openTunnel(proxy.port, US, standIn.port, operatorCa.certPem);
+      third.destroy();
+    } finally {
+      first.destroy();
+      second.destroy();
+    }
+  });
+});

@@ -30,6 +30,7 @@ describe('error codes', () => {
       [503, 'decision_log_unavailable', 'RESIDENCY_ERR_DECISION_LOG_UNAVAILABLE'],
       [503, 'shutting_down', 'RESIDENCY_ERR_SHUTTING_DOWN'],
       [503, 'tunnel_busy', 'RESIDENCY_ERR_TUNNEL_BUSY'],
+      [503, 'tunnel_limit', 'RESIDENCY_ERR_TUNNEL_LIMIT'],
       [504, 'upstream_timeout', 'RESIDENCY_ERR_UPSTREAM_TIMEOUT'],
       [505, 'unsupported_version', 'RESIDENCY_ERR_VERSION_NOT_SUPPORTED'],
     ];
