@@ -1,3 +1,4 @@
+import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config/load.js';
 import { silentLogger, type OperationalLogger } from '../log.js';
 import type { GeoIp, GeoIpInfo } from './geoip.js';
@@ -56,6 +57,8 @@ export interface LocationServiceOptions {
   lookup?: ResolverOptions['lookup'];
   /** How often hosts nobody asked for lately stop being refreshed. Default 5 minutes. */
   sweepMs?: number;
+  /** Time and timers for the resolver and the service's own (the sweep, `resolved`'s wait). Default: the system clock. */
+  clock?: Clock;
   /**
    * Bounds on the names `{host}` upstreams are asked for (clients choose
    * them): `dns.max_tracked_hosts` and `dns.max_new_hosts_per_second`,
@@ -91,7 +94,9 @@ export class LocationService {
   private failure: Error | null = null;
   private started: Promise<void> | null = null;
   private reloads: Promise<void> = Promise.resolve();
-  private sweeper: NodeJS.Timeout | null = null;
+  /** Cancels the next sweep. */
+  private cancelSweep: (() => void) | null = null;
+  private readonly clock: Clock;
   private readonly events: LocationEvents;
   private readonly logger: OperationalLogger;
   /** The last resolution error per host, until it resolves. */
@@ -103,6 +108,7 @@ export class LocationService {
     const { dns } = options.settings;
     this.events = options.events ?? {};
     this.logger = options.logger ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
     const events = this.events;
     const logger = this.logger;
     this.resolver = new PinningResolver({
@@ -115,6 +121,7 @@ export class LocationService {
       maxTracked: options.hostLimits?.maxTrackedHosts ?? 1000,
       maxNewPerSecond: options.hostLimits?.maxNewHostsPerSecond ?? 50,
       ...(options.lookup ? { lookup: options.lookup } : {}),
+      clock: this.clock,
       onQueryReason: (_host, _kind, reason) => events.dnsQuery?.(reason),
       onTracked: (count) => events.trackedHosts?.(count),
       onNotTracked: (host, reason) => {
@@ -209,21 +216,28 @@ export class LocationService {
     });
     for (const host of this.hosts) this.resolver.track(host);
     this.state = 'ready';
-    const sweepMs = this.options.sweepMs ?? 5 * 60_000;
-    this.sweeper = setInterval(() => this.locator?.sweep(), sweepMs);
-    this.sweeper.unref();
+    this.scheduleSweep(this.options.sweepMs ?? 5 * 60_000);
+  }
+
+  /** Every `sweepMs`, until closed (clock timers never keep the process alive). */
+  private scheduleSweep(sweepMs: number): void {
+    this.cancelSweep = this.clock.after(sweepMs, () => {
+      this.cancelSweep = null;
+      if (this.isClosed()) return;
+      this.locator?.sweep();
+      this.scheduleSweep(sweepMs);
+    });
   }
 
   /** Wait (at most `timeoutMs`) for the first resolution of every configured host, either way. */
   async resolved(timeoutMs: number): Promise<void> {
     await this.start();
-    let timer: NodeJS.Timeout | undefined;
+    let cancel: (() => void) | undefined;
     const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
-      timer.unref();
+      cancel = this.clock.after(timeoutMs, resolve);
     });
     await Promise.race([Promise.all([...this.hosts].map((h) => this.resolver.ready(h))), timeout]);
-    clearTimeout(timer);
+    cancel?.();
   }
 
   /** The address to send to and its network signals; 'pending' before the host's first answer (await `ready`). */
@@ -378,7 +392,8 @@ export class LocationService {
 
   close(): void {
     this.state = 'closed';
-    if (this.sweeper) clearInterval(this.sweeper);
+    this.cancelSweep?.();
+    this.cancelSweep = null;
     this.resolver.close();
     this.geoip?.close();
   }

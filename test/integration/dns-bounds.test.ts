@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/load.js';
 import { networkLocationSettings } from '../../src/location/network-config.js';
@@ -7,6 +7,7 @@ import { UNRESOLVED } from '../../src/location/network-locator.js';
 import { LocationService } from '../../src/location/service.js';
 import { createMetrics, type Metrics } from '../../src/metrics/registry.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
+import { ManualClock } from '../helpers/manual-clock.js';
 import { startProxy } from '../helpers/proxy.js';
 
 /**
@@ -15,7 +16,8 @@ import { startProxy } from '../helpers/proxy.js';
  * name with a 1 s TTL, so refreshes (at 3/4 of the TTL) show within seconds;
  * the service is driven as the data plane drives it (locate, and on a host's
  * first request wait for its answer), with its events counted by the
- * metrics registry.
+ * metrics registry. Only time is faked: the service runs on a manual clock
+ * that stands still while the server answers over loopback.
  */
 
 const TTL = 1;
@@ -29,8 +31,6 @@ afterEach(async () => {
   cleanups = [];
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function dnsServer(names: number): Promise<TestDnsServer> {
   const dns = await startDnsServer({ [FIXED]: { A: [ADDRESS], ttl: TTL } });
   for (let i = 0; i < names; i++) dns.set(name(i), { A: [ADDRESS], ttl: TTL });
@@ -38,7 +38,15 @@ async function dnsServer(names: number): Promise<TestDnsServer> {
   return dns;
 }
 
-/** A proxy config with one `{host}` upstream and one fixed one, and the service it would run, wired to metrics. */
+/**
+ * A proxy config with one `{host}` upstream and one fixed one, and the
+ * service it would run, wired to metrics, on a manual clock. `advance` moves
+ * the clock and, after each timer it runs, waits (in real time) until every
+ * resolution started has its answer or failure. `queriedAt` is the clock's
+ * time of each of the server's queries (by position in `dns.queries`, whose
+ * own `at` is real time): every query is received while the clock stands
+ * still, before the resolution that sent it finishes.
+ */
 async function service(dns: TestDnsServer, limits: Record<string, number>) {
   const config = parseConfigText(
     stringify({
@@ -53,15 +61,38 @@ async function service(dns: TestDnsServer, limits: Record<string, number>) {
   );
   const metrics = createMetrics();
   let maxTracked = 0;
+  const clock = new ManualClock();
+  // Resolutions sent (servers are configured: an A and an AAAA query each) and finished (an answer or a failure).
+  let queries = 0;
+  let finished = 0;
+  let waiters: (() => void)[] = [];
+  const finish = () => {
+    finished++;
+    if (finished * 2 !== queries) return;
+    for (const wake of waiters) wake();
+    waiters = [];
+  };
+  const queriedAt: number[] = [];
+  const settled = async () => {
+    if (finished * 2 !== queries) await new Promise<void>((resolve) => waiters.push(resolve));
+    while (queriedAt.length < dns.queries.length) queriedAt.push(clock.now());
+  };
   const location = new LocationService({
+    clock,
     settings: networkLocationSettings(config),
     networks: config.networks,
     // The fixed upstream's host: tracked for good, not counted against the cap.
     hosts: [FIXED],
     hostLimits: { maxTrackedHosts: config.dns?.max_tracked_hosts, maxNewHostsPerSecond: config.dns?.max_new_hosts_per_second },
     events: {
-      lookup: (source, result) => metrics.locationLookups.inc({ source, result }),
-      dnsQuery: (reason) => metrics.dnsQueries.inc({ reason }),
+      lookup: (source, result) => {
+        metrics.locationLookups.inc({ source, result });
+        if (source === 'dns') finish();
+      },
+      dnsQuery: (reason) => {
+        queries++;
+        metrics.dnsQueries.inc({ reason });
+      },
       hostNotTracked: (reason) => metrics.dnsHostsNotTracked.inc({ reason }),
       trackedHosts: (count) => {
         maxTracked = Math.max(maxTracked, count);
@@ -71,7 +102,19 @@ async function service(dns: TestDnsServer, limits: Record<string, number>) {
   });
   cleanups.push(() => location.close());
   await location.resolved(5000);
-  return { location, metrics, maxTracked: () => maxTracked };
+  await settled();
+  /** Queries for `{host}` names (not the fixed host) at or after `from` (clock time). */
+  const hostQueries = (from: number) => dns.queries.filter((q, i) => q.name !== FIXED && queriedAt[i]! >= from).length;
+  return {
+    location,
+    metrics,
+    maxTracked: () => maxTracked,
+    clock,
+    advance: (ms: number) => clock.advance(ms, settled),
+    settled,
+    queriedAt,
+    hostQueries,
+  };
 }
 
 async function sample(metrics: Metrics, line: string): Promise<number> {
@@ -86,15 +129,10 @@ function metric(text: string, line: string): number {
   return found === undefined ? 0 : Number(found.slice(line.length + 1));
 }
 
-/** Queries for `{host}` names (not the fixed host) at or after `from`. */
-function hostQueries(dns: TestDnsServer, from: number): number {
-  return dns.queries.filter((q) => q.name !== FIXED && q.at >= from).length;
-}
-
 describe('{host} names are bounded (dns.max_tracked_hosts, dns.max_new_hosts_per_second)', () => {
   it('300 distinct names, cap 50: at most 50 tracked; after the client stops, at most one refresh each, then no query at all', async () => {
     const dns = await dnsServer(300);
-    const { location, metrics, maxTracked } = await service(dns, { max_tracked_hosts: 50, max_new_hosts_per_second: 100_000 });
+    const { location, metrics, maxTracked, clock, advance, settled, queriedAt, hostQueries } = await service(dns, { max_tracked_hosts: 50, max_new_hosts_per_second: 100_000 });
 
     // 300 requests, 20 at a time, each for a name of its own.
     const located: (string | null)[] = [];
@@ -102,8 +140,9 @@ describe('{host} names are bounded (dns.max_tracked_hosts, dns.max_new_hosts_per
       const batch = await Promise.all(Array.from({ length: 20 }, (_, k) => location.locateNow(name(i + k))));
       located.push(...batch.map((l) => l.address));
     }
-    const stopped = Date.now();
-    // By position, not time: the last answers arrive within the millisecond the client stops.
+    await settled();
+    const stopped = clock.now();
+    // By position, not time: the last answers arrive at the time the client stops.
     const asked = dns.queries.length;
     // Names past the cap are still located (resolved once): every request had its answer.
     expect(located).toEqual(Array.from({ length: 300 }, () => ADDRESS));
@@ -120,49 +159,50 @@ describe('{host} names are bounded (dns.max_tracked_hosts, dns.max_new_hosts_per
     expect(await sample(metrics, 'residency_dns_hosts_not_tracked_total{reason="rate"}')).toBe(0);
 
     // Three TTLs with no requests.
-    await sleep(3 * TTL * 1000);
+    await advance(3 * TTL * 1000);
     const after = dns.queries.slice(asked).filter((q) => q.name !== FIXED).length;
     // At most the cap's worth of refreshes (A and AAAA each), and none once the names went unused.
     expect(after).toBeLessThanOrEqual(50 * 2);
-    expect(hostQueries(dns, stopped + 2 * TTL * 1000)).toBe(0);
+    expect(hostQueries(stopped + 2 * TTL * 1000)).toBe(0);
     expect(location.resolver.trackedCount).toBe(0);
     expect(await sample(metrics, 'residency_dns_tracked_hosts')).toBe(0);
     expect(maxTracked()).toBeLessThanOrEqual(50);
     // The configured upstream's host is tracked for good, and still refreshed.
-    expect(dns.queries.filter((q) => q.name === FIXED && q.at >= stopped + 2 * TTL * 1000).length).toBeGreaterThan(0);
+    expect(dns.queries.filter((q, i) => q.name === FIXED && queriedAt[i]! >= stopped + 2 * TTL * 1000).length).toBeGreaterThan(0);
   });
 
   it('names used again and again are served from cache: one query per refresh, not one per request', async () => {
     const dns = await dnsServer(10);
-    const { location } = await service(dns, { max_tracked_hosts: 50 });
+    const { location, clock, advance, hostQueries } = await service(dns, { max_tracked_hosts: 50 });
     const names = Array.from({ length: 10 }, (_, i) => name(i));
-    const started = Date.now();
+    const started = clock.now();
     let requests = 0;
     // 2.5 s of requests for the same ten names.
-    while (Date.now() - started < 2500) {
+    while (clock.now() - started < 2500) {
       const found = await Promise.all(names.map((n) => location.locateNow(n)));
       for (const f of found) expect(f.address).toBe(ADDRESS);
       requests += names.length;
-      await sleep(5);
+      await advance(5);
     }
-    const elapsed = Date.now() - started;
+    const elapsed = clock.now() - started;
     for (const n of names) {
       // First resolution, then a refresh every 3/4 TTL (A and AAAA each), plus one in flight at the end.
       expect(dns.count(n)).toBeLessThanOrEqual(2 * (Math.ceil(elapsed / (0.75 * TTL * 1000)) + 2));
     }
-    expect(requests).toBeGreaterThan(hostQueries(dns, started) * 5);
+    expect(requests).toBeGreaterThan(hostQueries(started) * 5);
     expect(location.resolver.trackedCount).toBe(10);
 
-    // Then nobody asks: each is dropped when its answer expires.
-    await vi.waitFor(() => expect(location.resolver.trackedCount).toBe(0), { timeout: 4000, interval: 50 });
-    const quiet = Date.now();
-    await sleep(2 * TTL * 1000);
-    expect(hostQueries(dns, quiet)).toBe(0);
+    // Then nobody asks: each is dropped when its answer expires (within 4 s, looked at every 50 ms).
+    for (let waited = 0; waited < 4000 && location.resolver.trackedCount !== 0; waited += 50) await advance(50);
+    expect(location.resolver.trackedCount).toBe(0);
+    const quiet = clock.now();
+    await advance(2 * TTL * 1000);
+    expect(hostQueries(quiet)).toBe(0);
   });
 
   it('new names beyond dns.max_new_hosts_per_second are not resolved: their location is unknown, and no query goes out', async () => {
     const dns = await dnsServer(40);
-    const { location, metrics } = await service(dns, { max_tracked_hosts: 50, max_new_hosts_per_second: 5 });
+    const { location, metrics, advance } = await service(dns, { max_tracked_hosts: 50, max_new_hosts_per_second: 5 });
     const found = await Promise.all(Array.from({ length: 20 }, (_, i) => location.locateNow(name(i))));
     // One second's worth (the burst) resolved; the rest have no address.
     expect(found.filter((f) => f.address === ADDRESS)).toHaveLength(5);
@@ -172,7 +212,7 @@ describe('{host} names are bounded (dns.max_tracked_hosts, dns.max_new_hosts_per
     // Names already resolved are not new: still answered, no token needed.
     for (let i = 0; i < 5; i++) expect((await location.locateNow(name(i))).address).toBe(ADDRESS);
     // Tokens come back over time.
-    await sleep(1100);
+    await advance(1100);
     expect((await location.locateNow(name(30))).address).toBe(ADDRESS);
   });
 });
