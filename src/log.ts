@@ -1,4 +1,4 @@
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 
 /**
  * The operational log as every part sees it: pino's level methods, called
@@ -9,5 +9,11 @@ import pino, { type Logger } from 'pino';
  */
 export type OperationalLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
 
-/** Writes nothing: the default of parts whose logger is optional (library use, tests). */
-export const silentLogger: OperationalLogger = pino({ enabled: false });
+const nothing = (): void => {};
+
+/**
+ * Writes nothing: the default of parts whose logger is optional (library use,
+ * tests). Not a pino instance: commands that log nothing (explain, fleet) do
+ * not load pino for it.
+ */
+export const silentLogger: OperationalLogger = { debug: nothing, info: nothing, warn: nothing, error: nothing };
