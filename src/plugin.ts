@@ -32,6 +32,9 @@ export interface ResidencyProxyPluginOptions extends ResidencyProxyOptions {
  * header limits are the host server's. Without `serve`'s `checkContinue`
  * listener, Node answers `Expect: 100-continue` before the decision, so a
  * refused client has sent its body (it is read and discarded, never forwarded).
+ * The app's own options decide two more answers: requests arriving while it
+ * closes (`return503OnClosing: false` hands them to the proxy) and targets
+ * its router cannot decode (`frameworkErrors`).
  */
 export const residencyProxyPlugin: FastifyPluginAsync<ResidencyProxyPluginOptions> = async (fastify, opts) => {
   const { config: given, admin = true, onStarted, ...options } = opts;

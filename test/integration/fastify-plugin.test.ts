@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -24,6 +26,17 @@ const API_KEY = 'test-api-key';
 
 function sha256(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** One request's raw bytes on a fresh socket; the whole answer (the request asks for Connection: close). */
+async function rawRequest(port: number, text: string): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.write(text);
+  let answer = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => (answer += chunk));
+  await once(socket, 'close');
+  return answer;
 }
 
 function s3Client(endpoint: string, region: string, apiKey: string | null): S3Client {
@@ -55,6 +68,7 @@ describe('residency-proxy as a Fastify plugin in another app', () => {
   let dir: string;
   let logFile: string;
   let started: PublicApi.ResidencyProxy | null = null;
+  const address = () => (app.server.address() as { port: number }).port;
   const decisions = () => decisionsOf(existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
 
   beforeAll(async () => {
@@ -77,7 +91,15 @@ describe('residency-proxy as a Fastify plugin in another app', () => {
       join(dir, 'plugin.yaml'),
     );
 
-    app = Fastify();
+    // The app options the README asks for: the proxy answers during close, and for targets the router cannot decode.
+    app = Fastify({
+      return503OnClosing: false,
+      frameworkErrors(error, request, reply) {
+        if (started === null || !request.raw.url!.startsWith('/storage/')) return reply.code(400).send(error);
+        reply.hijack();
+        started.dataPlane.serve(request.raw, reply.raw);
+      },
+    });
     // The app's own authentication: it refuses before the proxy decides anything.
     app.addHook('onRequest', async (req, reply) => {
       if (req.url === '/healthz') return;
@@ -156,6 +178,15 @@ describe('residency-proxy as a Fastify plugin in another app', () => {
     expect(missing.statusCode).toBe(404);
     expect(missing.headers['content-type']).toMatch(/application\/json/);
     await missing.body.dump();
+  });
+
+  it("answers a target the app's router cannot decode in its own format (the README's frameworkErrors)", async () => {
+    const res = await rawRequest(address(), 'PUT /storage/eu/plugin-eu/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ' + API_KEY + '\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc');
+    expect(res).toMatch(/^HTTP\/1\.1 400 /);
+    expect(res).toMatch(/\r\nx-residency-error: RESIDENCY_ERR_/i);
+    expect(res).not.toContain('FST_ERR_BAD_URL');
+    const outside = await rawRequest(address(), 'GET /elsewhere/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ' + API_KEY + '\r\nConnection: close\r\n\r\n');
+    expect(outside).toContain('FST_ERR_BAD_URL');
   });
 
   it('answers methods it does not serve with its own 405, and serves its admin listener', async () => {
