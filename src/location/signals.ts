@@ -89,6 +89,22 @@ export function compileDeclared(upstream: RawUpstream): DeclaredLocation {
 }
 
 /** Combine signals into a location: distinct jurisdictions, and the first region named. */
+/**
+ * Each signal once, first occurrence kept (order decides the region). A
+ * body can name one bucket or place many times (a batch of 100 calls to one
+ * bucket, 1,000 replication rules to one destination): the record keeps
+ * what was found, not how often.
+ */
+export function distinctSignals(signals: readonly Signal[]): Signal[] {
+  const seen = new Set<string>();
+  return signals.filter((s) => {
+    const key = `${s.source}\0${s.value}\0${s.jurisdiction ?? ''}\0${s.region ?? ''}\0${s.bucket ?? ''}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
 export function toLocation(signals: readonly Signal[]): Location {
   const jurisdictions: string[] = [];
   let region: string | null = null;

@@ -9,7 +9,7 @@ import {
   s3ConfigDestinations,
   type BodyReading,
 } from '../location/request/destination-bodies.js';
-import { placeSignals, type Signal } from '../location/signals.js';
+import { distinctSignals, placeSignals, type Signal } from '../location/signals.js';
 import type { Planner, Prepared } from './plan.js';
 import { reject, type Inspect, type Reject, type RequestHeaders } from './reading.js';
 
@@ -38,7 +38,19 @@ export const INSPECT_LIMITS: Readonly<Record<Inspect['kind'], number>> = {
   'gcs-xml-logging': 64 * 1024,
 };
 
+/**
+ * Where a body sends data: its destination buckets (each once, however often
+ * the body names it: a batch of 100 calls to one bucket, 1,000 replication
+ * rules to one destination) and the places it names.
+ */
 export function bodyDestinations(planner: Planner, prepared: Prepared, inspect: Inspect, body: Uint8Array, headers: RequestHeaders): BodyDestinations | Reject {
+  const found = readDestinations(planner, prepared, inspect, body, headers);
+  if ('kind' in found) return found;
+  const buckets = new Map(found.buckets.map((b) => [`${b.fallback ? 1 : 0}${b.bucket}`, b]));
+  return { buckets: [...buckets.values()], signals: distinctSignals(found.signals) };
+}
+
+function readDestinations(planner: Planner, prepared: Prepared, inspect: Inspect, body: Uint8Array, headers: RequestHeaders): BodyDestinations | Reject {
   switch (inspect.kind) {
     case 's3-config':
       return fromReading(s3ConfigDestinations(inspect.config, body, { awsChunked: isAwsChunked(headers as Parameters<typeof isAwsChunked>[0]) }), false);
@@ -94,7 +106,7 @@ function batchDestinations(planner: Planner, prepared: Prepared, body: Uint8Arra
       signals.push(...upstream.declared.forBucket(null).signals.map((s) => ({ ...s, source: 'destination' as const })));
     }
     if (reading.inspect !== undefined) {
-      const inner = bodyDestinations(planner, prepared, reading.inspect, part.body, part.headers);
+      const inner = readDestinations(planner, prepared, reading.inspect, part.body, part.headers);
       if ('kind' in inner) return reject(400, 'unreadable_batch', `${where}: ${inner.detail}`);
       buckets.push(...inner.buckets);
       signals.push(...inner.signals);

@@ -193,6 +193,28 @@ describe('the escape corpus: the proxy decides on what the storage acts on', () 
       expect(record.location.signals).toContainEqual(expect.objectContaining({ source: 'destination', ...c.destination }));
     }
   });
+
+  it('a body that names one destination many times is recorded with it once: a batch of 100 calls, 1,000 replication rules', async () => {
+    const destinationSignals = (record: { location: { signals: readonly { source: string; bucket?: string }[] } }) =>
+      record.location.signals.filter((s) => s.source === 'destination' && s.bucket === 'eu-bucket');
+    const calls = Array.from({ length: 100 }, (_, i) => `DELETE /storage/v1/b/eu-bucket/o/o${i} HTTP/1.1\r\n`);
+    const before = proxy.decisions().length;
+    const batched = await send(proxy.port, { name: '', method: 'POST', path: '/gcs/batch/storage/v1', headers: BATCH_HEADERS, body: batch(...calls), status: 403 });
+    expect(batched.status).toBe(403);
+    const batchRecord = proxy.decisions().slice(before)[0]!;
+    expect(destinationSignals(batchRecord)).toHaveLength(1);
+    expect(destinationSignals(batchRecord)[0]).toMatchObject({ jurisdiction: 'BE' });
+
+    const rule = (i: number) => `<Rule><ID>r${i}</ID><Priority>${i}</Priority><Filter/><Status>Enabled</Status><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>${ARN('eu-archive')}</Bucket></Destination></Rule>`;
+    const rules = `<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>${Array.from({ length: 1000 }, (_, i) => rule(i + 1)).join('')}</ReplicationConfiguration>`;
+    const from = proxy.decisions().length;
+    const replicated = await send(proxy.port, { name: '', method: 'PUT', path: '/s3/us-data?replication', body: rules, status: 403 });
+    expect(replicated.status).toBe(403);
+    const replicationRecord = proxy.decisions().slice(from)[0]!;
+    expect(replicationRecord.location.signals.filter((s) => s.source === 'destination' && s.bucket === 'eu-archive')).toHaveLength(1);
+    // The record stays the size of what was found, not of the body.
+    expect(JSON.stringify(replicationRecord).length).toBeLessThan(4096);
+  });
 });
 
 describe('continuations add the stored location to their own signals', () => {

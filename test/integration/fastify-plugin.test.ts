@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino from 'pino';
 import { request } from 'undici';
 import { stringify } from 'yaml';
@@ -94,7 +94,7 @@ describe('residency-proxy as a Fastify plugin in another app', () => {
     // The app options the README asks for: the proxy answers during close, and for targets the router cannot decode.
     app = Fastify({
       return503OnClosing: false,
-      frameworkErrors(error, request, reply) {
+      frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
         if (started === null || !request.raw.url!.startsWith('/storage/')) return reply.code(400).send(error);
         reply.hijack();
         started.dataPlane.serve(request.raw, reply.raw);
