@@ -7,6 +7,7 @@ import { bearerToken, digestToken, tokenAccepted } from '../../src/admin/auth.js
 import { isLoopbackHost, loadAdminSecurity } from '../../src/admin/config.js';
 import { ConfigError } from '../../src/config/load.js';
 import { parseConfigText } from '../../src/load.js';
+import { problemsOf } from '../helpers/config-problems.js';
 
 const TOKEN = 'a3f1c0ffee5e1f1e2d3c4b5a69788796';
 const dir = mkdtempSync(join(tmpdir(), 'residency-admin-config-'));
@@ -20,15 +21,7 @@ function config(admin: Record<string, unknown>) {
 }
 
 /** The check-config lines a config produces, or [] when valid. */
-function problems(admin: Record<string, unknown>): string[] {
-  try {
-    config(admin);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-}
+const problems = (admin: Record<string, unknown>) => problemsOf(() => config(admin));
 
 function file(name: string, content: string): string {
   const path = join(dir, name);

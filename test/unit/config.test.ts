@@ -1,8 +1,9 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/config/load.js';
 import { parseConfigText } from '../../src/server.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const BASE = `
 upstreams:
@@ -13,15 +14,7 @@ upstreams:
     region: us-east-1
 `;
 
-function problems(text: string, env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseConfigText(text, 'policy.yaml', env);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-  return [];
-}
+const problems = configProblems;
 
 describe('config loading', () => {
   it('applies schema defaults and freezes the result', () => {

@@ -1,19 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/config/load.js';
 import { parseConfigText } from '../../src/load.js';
 import { SiteNetworks, siteNetworkProblems } from '../../src/location/networks.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const BASE = 'upstreams:\n  - name: s\n    url: http://127.0.0.1:9000\n    route: { path_prefix: /s }\n    jurisdiction: US\n';
 
-function problems(text: string): string[] {
-  try {
-    parseConfigText(text, 'policy.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-  return [];
-}
+const problems = (text: string) => configProblems(text);
 
 describe('site networks', () => {
   it('accepts an ISO code or { jurisdiction, region } per CIDR', () => {

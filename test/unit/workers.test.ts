@@ -6,8 +6,8 @@ import { findWorkerLogs, splitByWorker, workerLogPath } from '../../src/audit/wo
 import { mergeFleet, mergeReadiness } from '../../src/cluster/merge.js';
 import { workerCount, workerIndexFrom } from '../../src/cluster/protocol.js';
 import type { RelayedAnswer, WorkerStatus } from '../../src/cluster/supervisor.js';
-import { ConfigError } from '../../src/config/load.js';
 import { parseConfigText } from '../../src/server.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const BASE = `
 upstreams:
@@ -18,15 +18,7 @@ upstreams:
     region: us-east-1
 `;
 
-function problems(text: string): string[] {
-  try {
-    parseConfigText(text, 'policy.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-  return [];
-}
+const problems = (text: string) => configProblems(text);
 
 describe('workers: config', () => {
   it('defaults to one process', () => {
