@@ -2,10 +2,8 @@ import { readFileSync } from 'node:fs';
 import { buildPlanner } from '../load.js';
 import type { NetworkLocation } from '../location/network-locator.js';
 import { networkLocationSettings } from '../location/network-config.js';
-import { isAwsChunked } from '../location/request/aws-chunked.js';
-import { createBucketLocation, createBucketSignals } from '../location/request/create-bucket.js';
 import type { Signal } from '../location/signals.js';
-import { bodyDestinations } from '../plan/bodies.js';
+import { bodySignals } from '../plan/bodies.js';
 import type { Found, Plan, Planner, Prepared } from '../plan/plan.js';
 import { parse, UsageError, withUsage } from './args.js';
 import { loadOrReport } from './config-file.js';
@@ -160,19 +158,14 @@ function inspect(planner: Planner, prepared: Prepared, body: Buffer | null, head
   const lookups: string[] = [];
   const signals: Signal[] = [];
   const found: { signals?: Found['signals'] } = { signals };
-  if (needs.createBucket !== undefined) {
-    const location = createBucketLocation(needs.createBucket, body ?? Buffer.alloc(0), { awsChunked: isAwsChunked(headers) });
-    if (body === null) lookups.push('create-bucket: no --body given, so the body was taken as empty (the provider default location)');
-    if (!location.ok) return { found, lookups, reject: { kind: 'reject', status: location.status, code: location.code, detail: location.detail } };
-    signals.push(...createBucketSignals(location));
-  }
-  if (needs.inspect !== undefined) {
-    if (body === null) lookups.push(`${needs.inspect.kind}: no --body given, so the body was taken as empty; the proxy reads it before deciding`);
+  if (body === null && needs.createBucket !== undefined) lookups.push('create-bucket: no --body given, so the body was taken as empty (the provider default location)');
+  if (body === null && needs.inspect !== undefined) lookups.push(`${needs.inspect.kind}: no --body given, so the body was taken as empty; the proxy reads it before deciding`);
+  if (needs.createBucket !== undefined || needs.inspect !== undefined) {
     const upstream = prepared.route.upstream;
-    const destinations = bodyDestinations(planner, prepared, needs.inspect, body ?? Buffer.alloc(0), headers);
-    if ('kind' in destinations) return { found, lookups, reject: destinations };
-    signals.push(...destinations.signals);
-    for (const { bucket, fallback } of destinations.buckets) {
+    const read = bodySignals(planner, prepared, needs, body ?? Buffer.alloc(0), headers);
+    if ('kind' in read) return { found, lookups, reject: read };
+    signals.push(...read.signals);
+    for (const { bucket, fallback } of read.buckets) {
       if (planner.needsDiscovery(upstream, bucket)) lookups.push(`discovery: the proxy asks upstream ${upstream.name} where destination bucket ${bucket} is; not done here`);
       signals.push(...planner.destinationSignals(upstream, bucket, { fallback }));
     }

@@ -1,5 +1,5 @@
 import { isAwsChunked } from '../location/request/aws-chunked.js';
-import { createBucketLocation, createBucketSignals } from '../location/request/create-bucket.js';
+import { createBucketLocation, createBucketSignals, type CreateBucketTarget } from '../location/request/create-bucket.js';
 import {
   gcsBucketResourceDestinations,
   gcsComposeDestinations,
@@ -37,6 +37,43 @@ export const INSPECT_LIMITS: Readonly<Record<Inspect['kind'], number>> = {
   'gcs-bucket-resource': 64 * 1024,
   'gcs-xml-logging': 64 * 1024,
 };
+
+/** What a body read before deciding adds to a request's own signals. */
+export interface BodySignals extends BodyDestinations {
+  /** The places a create-bucket body names (null: not a create-bucket request). */
+  readonly created: readonly string[] | null;
+}
+
+/**
+ * The create-bucket location and the destinations a request's body names:
+ * one reading for the proxy and for `explain`. The destination buckets are
+ * left to place by the caller (the proxy discovers their regions, explain
+ * says it would).
+ */
+export function bodySignals(
+  planner: Planner,
+  prepared: Prepared,
+  needs: { readonly createBucket?: CreateBucketTarget; readonly inspect?: Inspect },
+  body: Uint8Array,
+  headers: RequestHeaders,
+): BodySignals | Reject {
+  const signals: Signal[] = [];
+  let created: readonly string[] | null = null;
+  if (needs.createBucket !== undefined) {
+    const location = createBucketLocation(needs.createBucket, body, { awsChunked: isAwsChunked(headers as Parameters<typeof isAwsChunked>[0]) });
+    if (!location.ok) return reject(location.status, location.code, location.detail);
+    signals.push(...createBucketSignals(location));
+    created = location.places;
+  }
+  let buckets: BodyDestinations['buckets'] = [];
+  if (needs.inspect !== undefined) {
+    const destinations = bodyDestinations(planner, prepared, needs.inspect, body, headers);
+    if ('kind' in destinations) return destinations;
+    signals.push(...destinations.signals);
+    buckets = destinations.buckets;
+  }
+  return { signals, buckets, created };
+}
 
 /**
  * Where a body sends data: its destination buckets (each once, however often

@@ -3,9 +3,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Logger } from 'pino';
 import type { DecisionEntry, DecisionSink, OutcomeEntry } from '../audit/record.js';
 import { gcsSessionKey, gcsUploadIdFromLocation } from '../location/request/azure-gcs.js';
-import { isAwsChunked } from '../location/request/aws-chunked.js';
 import { readBounded } from '../location/request/body.js';
-import { CREATE_BUCKET_BODY_LIMIT, createBucketLocation, createBucketSignals } from '../location/request/create-bucket.js';
+import { CREATE_BUCKET_BODY_LIMIT } from '../location/request/create-bucket.js';
 import { regionFromRedirect } from '../location/request/s3-region.js';
 import { UNRESOLVED, type NetworkLocation } from '../location/network-locator.js';
 import type { RequestStores } from '../fleet/request-stores.js';
@@ -18,7 +17,7 @@ import { UpstreamExchange, type ResponseHead } from './exchange.js';
 import { classifyFailure, RequestBody, UnresolvedUpstreamError, type ForwardFailure, type Forwarder } from './forward.js';
 import { isHopByHop, namedByConnection } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
-import { bodyDestinations, INSPECT_LIMITS } from '../plan/bodies.js';
+import { bodySignals, INSPECT_LIMITS } from '../plan/bodies.js';
 import { multipartKey, type Decided, type Found, type Planner, type Prepared } from '../plan/plan.js';
 import { requestHasBody } from '../plan/reading.js';
 import { errorResponse, type ErrorDetails } from './refuse.js';
@@ -306,23 +305,14 @@ export function createRequestHandler(deps: HandlerDeps) {
         }
         body = read.bytes;
       }
-      let created: readonly string[] | null = null;
-      if (needs.createBucket !== undefined) {
-        const location = createBucketLocation(needs.createBucket, body ?? EMPTY_BODY, { awsChunked: isAwsChunked(req.headers) });
-        if (!location.ok) return refuse(location.code, location.detail);
-        signals.push(...createBucketSignals(location));
-        created = location.places;
+      const read = bodySignals(planner, prepared, needs, body ?? EMPTY_BODY, req.headers);
+      if ('kind' in read) return refuse(read.code, read.detail);
+      signals.push(...read.signals);
+      for (const { bucket, fallback } of read.buckets) {
+        const discovered = planner.needsDiscovery(upstream, bucket) ? await discoverRegion(upstream, bucket) : null;
+        signals.push(...planner.destinationSignals(upstream, bucket, { fallback, discovered }));
       }
-      if (inspect !== undefined) {
-        const destinations = bodyDestinations(planner, prepared, inspect, body ?? EMPTY_BODY, req.headers);
-        if ('kind' in destinations) return refuse(destinations.code, destinations.detail);
-        signals.push(...destinations.signals);
-        for (const { bucket, fallback } of destinations.buckets) {
-          const discovered = planner.needsDiscovery(upstream, bucket) ? await discoverRegion(upstream, bucket) : null;
-          signals.push(...planner.destinationSignals(upstream, bucket, { fallback, discovered }));
-        }
-      }
-      inspected = { body, continued, created };
+      inspected = { body, continued, created: read.created };
     }
 
     if (needs.discover !== undefined) {
