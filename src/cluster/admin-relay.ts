@@ -22,8 +22,14 @@ export interface AdminRelay {
   close(): Promise<void>;
 }
 
-/** Admin requests carry no bodies worth more than this (lockdown reasons, small JSON). */
-const MAX_BODY_BYTES = 1024 * 1024;
+/** Admin requests being relayed at once; past it, 503 at once (Prometheus and probes need a handful). */
+const MAX_IN_FLIGHT = 64;
+/** How long a client may take to send a request (head and body): the admin port is not for slow clients. */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** /readyz asks every worker: a stuck one must not hold the answer past what a probe waits. */
+const READINESS_ASK_MS = 2_000;
+/** Request headers that describe a body: no body is relayed (no admin route takes one). */
+const BODY_HEADERS = new Set(['content-length', 'transfer-encoding', 'content-type', 'expect']);
 
 /** Response headers that belong to one connection, not to the relayed answer. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date']);
@@ -34,7 +40,7 @@ const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'c
  * own admin app over IPC, which checks the token exactly as a single process
  * does; a refusal comes from one worker only, so it is counted once.
  *
- * - /metrics: once one worker accepted the token (a HEAD probe), every
+ * - /metrics: once one worker accepted the token (it answers the request), every
  *   worker's registry aggregated (prom-client's AggregatorRegistry; each
  *   series carries its `worker` label).
  * - /readyz: every worker asked; ready only when all are; each one listed.
@@ -43,7 +49,13 @@ const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'c
  */
 export async function startAdminRelay(options: AdminRelayOptions): Promise<AdminRelay> {
   const { supervisor, logger } = options;
+  let inFlight = 0;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
+    // No admin route reads a body: it is discarded as it arrives, never buffered, never relayed.
+    req.resume();
+    if (inFlight >= MAX_IN_FLIGHT) return send(req, res, json(503, { error: 'too many admin requests in progress' }));
+    inFlight++;
+    res.once('close', () => inFlight--);
     answer(req).then(
       (reply) => send(req, res, reply),
       (err: unknown) => {
@@ -54,14 +66,16 @@ export async function startAdminRelay(options: AdminRelayOptions): Promise<Admin
   };
   const tls = options.security.tls;
   const server: Server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handler) : createHttpServer(handler);
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.headersTimeout = REQUEST_TIMEOUT_MS;
 
   async function answer(req: IncomingMessage): Promise<RelayedAnswer> {
-    const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    const target = readTarget(req.url ?? '/');
+    const path = target.route;
     const method = req.method ?? 'GET';
     if (path === '/healthz' && (method === 'GET' || method === 'HEAD')) return json(200, { status: 'ok' });
-    const body = await readBody(req);
-    if (body === null) return json(413, { error: `request body over ${MAX_BODY_BYTES} bytes` });
-    const request: RelayedRequest = { method, url: req.url ?? '/', headers: req.headers, body, remoteAddress: req.socket.remoteAddress ?? '' };
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => !BODY_HEADERS.has(name)));
+    const request: RelayedRequest = { method, url: target.relayed, headers, body: '', remoteAddress: req.socket.remoteAddress ?? '' };
     const first = supervisor.pick();
     // No worker to check the token: say nothing more than that.
     if (first === null) return json(503, { error: 'no worker is running' });
@@ -72,7 +86,9 @@ export async function startAdminRelay(options: AdminRelayOptions): Promise<Admin
   }
 
   async function metrics(first: number, request: RelayedRequest): Promise<RelayedAnswer> {
-    const probe = await supervisor.ask(first, { ...request, method: 'HEAD' });
+    // The worker checks the token on the request itself (a refusal then comes with its body, counted once);
+    // its own metrics in the answer are dropped for the aggregate.
+    const probe = await supervisor.ask(first, request);
     if (probe.status !== 200) return probe;
     try {
       return { status: 200, headers: { 'content-type': options.aggregator.contentType }, body: await options.aggregator.clusterMetrics() };
@@ -87,11 +103,11 @@ export async function startAdminRelay(options: AdminRelayOptions): Promise<Admin
     request: RelayedRequest,
     merge: (workers: readonly WorkerStatus[], answers: ReadonlyMap<number, RelayedAnswer>) => RelayedAnswer,
   ): Promise<RelayedAnswer> {
-    const firstAnswer = await supervisor.ask(first, request);
+    const firstAnswer = await supervisor.ask(first, request, READINESS_ASK_MS);
     if (firstAnswer.status === 401 || firstAnswer.status === 403) return firstAnswer;
     const answers = new Map([[first, firstAnswer]]);
     const others = supervisor.listening().filter((n) => n !== first);
-    await Promise.all(others.map(async (n) => answers.set(n, await supervisor.ask(n, request))));
+    await Promise.all(others.map(async (n) => answers.set(n, await supervisor.ask(n, request, READINESS_ASK_MS))));
     return merge(supervisor.status(), answers);
   }
 
@@ -112,16 +128,32 @@ export async function startAdminRelay(options: AdminRelayOptions): Promise<Admin
   };
 }
 
-/** The body as text; null past the limit. */
-async function readBody(req: IncomingMessage): Promise<string | null> {
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of req) {
-    bytes += (chunk as Buffer).length;
-    if (bytes > MAX_BODY_BYTES) return null;
-    chunks.push(chunk as Buffer);
+/** A path the admin app has no route for, and that nothing on the way normalises. */
+const UNROUTABLE = '/not-a-route';
+
+/**
+ * The route a request target names as one process's Fastify would route it
+ * (absolute-form read as its path, percent-encoding decoded), and the target
+ * to relay. The worker answers through `inject`, whose URL parser resolves
+ * dot segments and backslashes that one process's router never resolves
+ * (`/x/../policy` is no route there): such a target is relayed as a path
+ * that matches nothing, so the answer is the same 401 or 404.
+ */
+function readTarget(raw: string): { route: string; relayed: string } {
+  const absolute = /^https?:\/\//i.test(raw);
+  const originForm = absolute ? raw.replace(/^https?:\/\/[^/?#]*/i, '') || '/' : raw;
+  const [rawPath = '/', ...rest] = originForm.split('?');
+  const query = rest.length > 0 ? `?${rest.join('?')}` : '';
+  if (!rawPath.startsWith('/') || rawPath.startsWith('//') || new URL(rawPath, 'http://admin').pathname !== rawPath) {
+    return { route: UNROUTABLE, relayed: UNROUTABLE };
   }
-  return Buffer.concat(chunks).toString('utf8');
+  let route = rawPath;
+  try {
+    route = decodeURIComponent(rawPath);
+  } catch {
+    // Not decodable: no route matches it either.
+  }
+  return { route, relayed: `${rawPath}${query}` };
 }
 
 function send(req: IncomingMessage, res: ServerResponse, reply: RelayedAnswer): void {

@@ -106,20 +106,24 @@ export class Supervisor {
   }
 
   /** Relay an admin request to worker `n`; a worker that dies or stalls is answered for (502/504). */
-  ask(n: number, request: RelayedRequest): Promise<RelayedAnswer> {
+  ask(n: number, request: RelayedRequest, timeoutMs = ASK_TIMEOUT_MS): Promise<RelayedAnswer> {
     const slot = this.slots[n - 1];
     const worker = slot?.process;
     if (!worker || !worker.isConnected()) return Promise.resolve(unavailable(502, `worker ${n} is not running`));
     const id = ++this.nextAsk;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => finish(unavailable(504, `worker ${n} did not answer within ${ASK_TIMEOUT_MS} ms`)), ASK_TIMEOUT_MS);
+      const timer = setTimeout(() => finish(unavailable(504, `worker ${n} did not answer within ${timeoutMs} ms`)), timeoutMs);
       const finish = (answer: RelayedAnswer) => {
+        if (!this.pending.has(id)) return;
         clearTimeout(timer);
         this.pending.delete(id);
         resolve(answer);
       };
       this.pending.set(id, { process: worker, done: finish });
-      worker.send({ ...request, type: 'residency:admin-request', id } satisfies AdminRequest);
+      // A worker that dies as the message goes out fails the send (EPIPE): answered for, never thrown.
+      worker.send({ ...request, type: 'residency:admin-request', id } satisfies AdminRequest, (err: Error | null) => {
+        if (err) finish(unavailable(502, `worker ${n} could not be asked: ${err.message}`));
+      });
     });
   }
 
@@ -165,6 +169,9 @@ export class Supervisor {
       if (isWorkerMessage(message)) this.onMessage(slot, worker, message);
     });
     worker.on('exit', (code, signal) => this.onExit(slot, worker, code, signal));
+    // IPC to a worker that just died fails with EPIPE (ours, or prom-client's metrics requests): without a
+    // listener that error would take the primary, and every worker with it, down. The exit restarts it.
+    worker.on('error', (err: Error) => this.logger.warn({ worker: slot.worker, err: err.message }, 'IPC with a worker failed'));
   }
 
   private onMessage(slot: Slot, worker: Worker, message: WorkerMessage): void {
