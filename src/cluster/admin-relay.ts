@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import type { AggregatorRegistry, PrometheusContentType } from 'prom-client';
+import { AggregatorRegistry } from 'prom-client';
 import type { AdminSecurity } from '../admin/config.js';
 import { json, mergeFleet, mergeReadiness } from './merge.js';
 import type { RelayedAnswer, RelayedRequest, Supervisor, WorkerStatus } from './supervisor.js';
@@ -13,7 +13,6 @@ export interface AdminRelayOptions {
   /** Only its TLS is used here: tokens are checked by the worker that answers. */
   security: AdminSecurity;
   supervisor: Supervisor;
-  aggregator: AggregatorRegistry<PrometheusContentType>;
   logger: Logger;
 }
 
@@ -26,6 +25,10 @@ export interface AdminRelay {
 const MAX_IN_FLIGHT = 64;
 /** How long a client may take to send a request (head and body): the admin port is not for slow clients. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** /metrics gathers every worker's registry; one that does not answer in this time is left out (and shown as 0). */
+const METRICS_ASK_MS = 2_000;
+const WORKER_UP_HELP =
+  '# HELP residency_worker_metrics_up 1 when the worker\'s metrics are in this scrape, 0 when it was not running or did not answer within 2 s.\n# TYPE residency_worker_metrics_up gauge\n';
 /** /readyz asks every worker: a stuck one must not hold the answer past what a probe waits. */
 const READINESS_ASK_MS = 2_000;
 /** Request headers that describe a body: no body is relayed (no admin route takes one). */
@@ -88,13 +91,19 @@ export async function startAdminRelay(options: AdminRelayOptions): Promise<Admin
   async function metrics(first: number, request: RelayedRequest): Promise<RelayedAnswer> {
     // The worker checks the token on the request itself (a refusal then comes with its body, counted once);
     // its own metrics in the answer are dropped for the aggregate.
-    const probe = await supervisor.ask(first, request);
-    if (probe.status !== 200) return probe;
-    try {
-      return { status: 200, headers: { 'content-type': options.aggregator.contentType }, body: await options.aggregator.clusterMetrics() };
-    } catch (err) {
-      return json(503, { error: `metrics could not be gathered from every worker: ${(err as Error).message}` });
+    // A worker that does not answer in time is passed over for the next one.
+    let probe = await supervisor.ask(first, request, METRICS_ASK_MS);
+    for (const next of supervisor.listening().filter((n) => n !== first)) {
+      if (probe.status !== 502 && probe.status !== 504) break;
+      probe = await supervisor.ask(next, request, METRICS_ASK_MS);
     }
+    if (probe.status !== 200) return probe;
+    // Every worker's registry that answers in time: one stuck worker costs its own series, not everyone's.
+    const workers = supervisor.status().map((w) => w.worker);
+    const gathered = await Promise.all(workers.map(async (n) => ({ worker: n, metrics: await supervisor.metricsOf(n, METRICS_ASK_MS) })));
+    const registry = AggregatorRegistry.aggregate(gathered.flatMap((g) => (g.metrics === null ? [] : [g.metrics])));
+    const up = gathered.map((g) => `residency_worker_metrics_up{worker="${g.worker}"} ${g.metrics === null ? 0 : 1}\n`).join('');
+    return { status: 200, headers: { 'content-type': registry.contentType }, body: `${await registry.metrics()}\n${WORKER_UP_HELP}${up}` };
   }
 
   /** The first worker's answer decides on the token; only then are the others asked. */

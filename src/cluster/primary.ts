@@ -1,5 +1,4 @@
 import pino from 'pino';
-import { AggregatorRegistry } from 'prom-client';
 import { loadAdminSecurity } from '../admin/config.js';
 import { startDemoUpstream } from '../demo/upstream.js';
 import type { LoadedPolicy } from '../load.js';
@@ -49,7 +48,6 @@ export async function runPrimary(loaded: LoadedPolicy, file: string, count: numb
       port: config.admin.port ?? 9464,
       security,
       supervisor,
-      aggregator: new AggregatorRegistry(),
       logger,
     });
     const first = await Promise.race([supervisor.start(), stopSignal.then(() => null)]);

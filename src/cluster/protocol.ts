@@ -55,9 +55,22 @@ export interface AdminResponse {
   body: string;
 }
 
-export type WorkerMessage = ListeningMessage | StartFailedMessage | AdminResponse;
+/** Primary → worker: this worker's metrics, for the primary to aggregate what arrives in time. */
+export interface MetricsRequest {
+  type: 'residency:metrics-request';
+  id: number;
+}
 
-const WORKER_TYPES = new Set<string>(['residency:listening', 'residency:start-failed', 'residency:admin-response']);
+/** Worker → primary: its registry as prom-client's JSON (`getMetricsAsJSON`). */
+export interface MetricsResponse {
+  type: 'residency:metrics-response';
+  id: number;
+  metrics: object[];
+}
+
+export type WorkerMessage = ListeningMessage | StartFailedMessage | AdminResponse | MetricsResponse;
+
+const WORKER_TYPES = new Set<string>(['residency:listening', 'residency:start-failed', 'residency:admin-response', 'residency:metrics-response']);
 
 export function isWorkerMessage(message: unknown): message is WorkerMessage {
   return typeof message === 'object' && message !== null && WORKER_TYPES.has((message as { type?: unknown }).type as string);
@@ -65,4 +78,8 @@ export function isWorkerMessage(message: unknown): message is WorkerMessage {
 
 export function isAdminRequest(message: unknown): message is AdminRequest {
   return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'residency:admin-request';
+}
+
+export function isMetricsRequest(message: unknown): message is MetricsRequest {
+  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'residency:metrics-request';
 }

@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { json } from './merge.js';
-import { WORKER_ENV, isWorkerMessage, type AdminRequest, type ListeningMessage, type WorkerMessage } from './protocol.js';
+import { WORKER_ENV, isWorkerMessage, type AdminRequest, type ListeningMessage, type MetricsRequest, type WorkerMessage } from './protocol.js';
 
 /** A worker process as the primary sees it. */
 export interface WorkerStatus {
@@ -49,6 +49,7 @@ const KILL_AFTER_GRACE_MS = 5_000;
 export class Supervisor {
   private readonly slots: Slot[];
   private readonly pending = new Map<number, { process: Worker; done: (answer: RelayedAnswer) => void }>();
+  private readonly pendingMetrics = new Map<number, { process: Worker; done: (metrics: object[] | null) => void }>();
   private nextAsk = 0;
   private stopping = false;
   private startup: { resolve: (first: ListeningMessage) => void; reject: (err: Error) => void; first: ListeningMessage | null } | null = null;
@@ -127,6 +128,26 @@ export class Supervisor {
     });
   }
 
+  /** Worker `n`'s metrics as prom-client's JSON; null when it is not running or does not answer within `timeoutMs`. */
+  metricsOf(n: number, timeoutMs: number): Promise<object[] | null> {
+    const worker = this.slots[n - 1]?.process;
+    if (!worker || !worker.isConnected()) return Promise.resolve(null);
+    const id = ++this.nextAsk;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      const finish = (metrics: object[] | null) => {
+        if (!this.pendingMetrics.has(id)) return;
+        clearTimeout(timer);
+        this.pendingMetrics.delete(id);
+        resolve(metrics);
+      };
+      this.pendingMetrics.set(id, { process: worker, done: finish });
+      worker.send({ type: 'residency:metrics-request', id } satisfies MetricsRequest, (err: Error | null) => {
+        if (err) finish(null);
+      });
+    });
+  }
+
   /** Pass a signal on to every running worker (SIGHUP: reload the policy). */
   signal(signal: NodeJS.Signals): void {
     for (const slot of this.slots) slot.process?.process.kill(signal);
@@ -180,6 +201,11 @@ export class Supervisor {
       if (waiting?.process === worker) waiting.done({ status: message.status, headers: message.headers, body: message.body });
       return;
     }
+    if (message.type === 'residency:metrics-response') {
+      const waiting = this.pendingMetrics.get(message.id);
+      if (waiting?.process === worker) waiting.done(message.metrics);
+      return;
+    }
     if (slot.process !== worker) return;
     if (message.type === 'residency:start-failed') {
       slot.startError = message.error;
@@ -201,6 +227,7 @@ export class Supervisor {
     for (const [, waiting] of this.pending) {
       if (waiting.process === worker) waiting.done(unavailable(502, `worker ${slot.worker} exited`));
     }
+    for (const [, waiting] of this.pendingMetrics) if (waiting.process === worker) waiting.done(null);
     if (slot.process !== worker) return;
     slot.process = null;
     slot.pid = null;

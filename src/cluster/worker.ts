@@ -1,11 +1,10 @@
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { AggregatorRegistry } from 'prom-client';
 import { workerLogPath } from '../audit/worker-logs.js';
 import type { LoadedPolicy } from '../load.js';
 import type { AdminRequest, AdminResponse, WorkerMessage } from './protocol.js';
-import { isAdminRequest } from './protocol.js';
+import { isAdminRequest, isMetricsRequest } from './protocol.js';
 
 /**
  * One data-plane process of a `workers` cluster: a whole replica (its own
@@ -30,11 +29,11 @@ export async function runWorker(loaded: LoadedPolicy, index: number): Promise<nu
     replica,
     clusterWorker: { index, decisionLogPath: workerLogPath(config.decision_log.path, index) },
   });
-  // prom-client answers the primary's AggregatorRegistry from this registry (its constructor installs the IPC listener).
-  AggregatorRegistry.setRegistries([app.metrics.registry]);
-  void new AggregatorRegistry();
   process.on('message', (message: unknown) => {
     if (isAdminRequest(message)) void answerAdmin(app.admin, message);
+    else if (isMetricsRequest(message)) {
+      void app.metrics.registry.getMetricsAsJSON().then((metrics) => send({ type: 'residency:metrics-response', id: message.id, metrics }));
+    }
   });
 
   try {

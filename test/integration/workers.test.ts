@@ -247,6 +247,22 @@ describe('serve with workers: 2', () => {
     // A refused scrape comes with the body one process gives it.
     expect((await admin(proxy.adminPort, '/metrics', null)).text).toBe('{}');
 
+    // A stuck worker costs its own series only: the scrape comes back with the other's, and says which is missing.
+    const stuck = ready.workers[1]!.pid!;
+    process.kill(stuck, 'SIGSTOP');
+    try {
+      const startedAt = Date.now();
+      const partial = await admin(proxy.adminPort, '/metrics');
+      expect(partial.status).toBe(200);
+      // At most two 2 s waits (the token check passed over, then the gathering), well under the 10 s a stuck ask once took.
+      expect(Date.now() - startedAt).toBeLessThan(8_000);
+      expect(samples(partial.text, 'residency_build_info').workers).toEqual(['1']);
+      expect(partial.text).toContain('residency_worker_metrics_up{worker="1"} 1');
+      expect(partial.text).toContain('residency_worker_metrics_up{worker="2"} 0');
+    } finally {
+      process.kill(stuck, 'SIGCONT');
+    }
+
     // Scrapes and probes in flight while a worker dies: the primary answers for it and stays up.
     let stop = false;
     const loops = Array.from({ length: 64 }, async () => {
