@@ -1,3 +1,4 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Config } from './config/load.js';
 import { loadPolicy } from './load.js';
@@ -29,10 +30,11 @@ export interface ResidencyProxyPluginOptions extends ResidencyProxyOptions {
  *
  * What belongs to a listener stays with `serve`: `forward_proxy` (CONNECT
  * needs the server's `connect` event) is refused here, and `listen` and the
- * header limits are the host server's. Without `serve`'s `checkContinue`
- * listener, Node answers `Expect: 100-continue` before the decision, so a
- * refused client has sent its body (it is read and discarded, never forwarded).
- * The app's own options decide two more answers: requests arriving while it
+ * header limits are the host server's. Node answers `Expect: 100-continue`
+ * before any handler runs when nothing listens for `checkContinue`, so a
+ * refused client would send its body: the plugin holds 100 Continue back for
+ * its own paths, as `serve` does, unless the app listens for `checkContinue`
+ * itself. The app's own options decide two more answers: requests arriving while it
  * closes (`return503OnClosing: false` hands them to the proxy) and targets
  * its router cannot decode (`frameworkErrors`).
  */
@@ -45,6 +47,7 @@ export const residencyProxyPlugin: FastifyPluginAsync<ResidencyProxyPluginOption
   }
   const proxy = createResidencyProxy(loaded.config, { ...options, env, shadow: loaded.shadow });
   registerDataPlane(fastify, proxy.dataPlane);
+  holdContinueForDecisions(fastify.server, fastify.prefix);
   fastify.addHook('onReady', async () => {
     await proxy.start({ dataPlane: false, admin });
     onStarted?.(proxy);
@@ -55,3 +58,19 @@ export const residencyProxyPlugin: FastifyPluginAsync<ResidencyProxyPluginOption
   });
   fastify.addHook('onClose', async () => proxy.close());
 };
+
+/**
+ * Node sends 100 Continue at once when the server has no `checkContinue`
+ * listener. Under the plugin's prefix the data plane sends it once the
+ * decision allows the write, so a refused client never sends its body; the
+ * app's other paths get theirs at once, as before. An app that handles
+ * `checkContinue` itself keeps its own handling.
+ */
+function holdContinueForDecisions(server: Server, prefix: string): void {
+  if (server.listenerCount('checkContinue') > 0) return;
+  const ours = (url: string) => prefix === '' || url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`);
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!ours(req.url ?? '/')) res.writeContinue();
+    server.emit('request', req, res);
+  });
+}

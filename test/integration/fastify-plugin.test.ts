@@ -39,6 +39,27 @@ async function rawRequest(port: number, text: string): Promise<string> {
   return answer;
 }
 
+/** Sends a request head and returns the first answer the server gives (a 100 or the final status line and headers), without sending a body. */
+async function firstAnswer(port: number, head: string): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.write(head);
+  socket.setEncoding('latin1');
+  let answer = '';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.on('data', (chunk: string) => {
+        answer += chunk;
+        if (answer.includes('\r\n\r\n')) resolve();
+      });
+      socket.on('error', reject);
+      socket.setTimeout(5_000, () => reject(new Error(`no answer in 5 s; got ${JSON.stringify(answer)}`)));
+    });
+  } finally {
+    socket.destroy();
+  }
+  return answer;
+}
+
 function s3Client(endpoint: string, region: string, apiKey: string | null): S3Client {
   const client = new S3Client({
     endpoint,
@@ -187,6 +208,18 @@ describe('residency-proxy as a Fastify plugin in another app', () => {
     expect(res).not.toContain('FST_ERR_BAD_URL');
     const outside = await rawRequest(address(), 'GET /elsewhere/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ' + API_KEY + '\r\nConnection: close\r\n\r\n');
     expect(outside).toContain('FST_ERR_BAD_URL');
+  });
+
+  it('holds 100 Continue back until the decision on its own paths, and leaves the app its own', async () => {
+    // A refused write: the final answer with no 100 before it, so the client never sends its body.
+    const head = (path: string) => `PUT ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ${API_KEY}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`;
+    const refused = await firstAnswer(address(), head('/storage/eu/plugin-eu/held.bin'));
+    expect(refused).toMatch(/^HTTP\/1\.1 403 /);
+    // An allowed write is invited once it is decided.
+    expect(await firstAnswer(address(), head('/storage/us/plugin-us/held.bin'))).toMatch(/^HTTP\/1\.1 100 Continue\r\n/);
+    // The app's own route: Node's 100 at once, as without the plugin.
+    const post = `POST /api/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ${API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n`;
+    expect(await firstAnswer(address(), post)).toMatch(/^HTTP\/1\.1 100 Continue\r\n/);
   });
 
   it('answers methods it does not serve with its own 405, and serves its admin listener', async () => {
