@@ -1,8 +1,7 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Config } from './config/load.js';
 import { loadPolicy } from './load.js';
-import { registerDataPlane } from './proxy/routes.js';
+import { holdContinueForDecisions, registerDataPlane } from './proxy/routes.js';
 import { createResidencyProxy, type ResidencyProxy, type ResidencyProxyOptions } from './server.js';
 
 export interface ResidencyProxyPluginOptions extends ResidencyProxyOptions {
@@ -58,19 +57,3 @@ export const residencyProxyPlugin: FastifyPluginAsync<ResidencyProxyPluginOption
   });
   fastify.addHook('onClose', async () => proxy.close());
 };
-
-/**
- * Node sends 100 Continue at once when the server has no `checkContinue`
- * listener. Under the plugin's prefix the data plane sends it once the
- * decision allows the write, so a refused client never sends its body; the
- * app's other paths get theirs at once, as before. An app that handles
- * `checkContinue` itself keeps its own handling.
- */
-function holdContinueForDecisions(server: Server, prefix: string): void {
-  if (server.listenerCount('checkContinue') > 0) return;
-  const ours = (url: string) => prefix === '' || url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`);
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (!ours(req.url ?? '/')) res.writeContinue();
-    server.emit('request', req, res);
-  });
-}

@@ -9,6 +9,7 @@ import { startDemoUpstream } from './demo/upstream.js';
 import { createShipper } from './audit/shipper.js';
 import { clientMasker } from './audit/privacy.js';
 import { openDecisionLog } from './audit/sink.js';
+import { workerLogPath } from './audit/worker-logs.js';
 import type { DecisionSink } from './audit/record.js';
 import type { Config } from './config/load.js';
 import { joinFleet, type FleetEvent } from './fleet/member.js';
@@ -66,11 +67,13 @@ export interface ResidencyProxyOptions {
    * `worker="<index>"`, and leaves the admin port and the demo upstream to the
    * primary (which reaches this admin app through `admin.inject`).
    */
-  clusterWorker?: { index: number; decisionLogPath: string };
+  clusterWorker?: { index: number };
 }
 
 export interface ResidencyProxy {
   readonly config: Config;
+  /** This process's replica id in records, heartbeats and /fleet. */
+  readonly replica: string;
   /** The data plane's own listener (`serve`). */
   readonly proxy: ProxyApp;
   /** The data plane's request entry, for a Fastify route of someone else's app (the plugin). */
@@ -101,12 +104,13 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   // Admin secrets are read before anything opens: a missing token stops the start.
   const adminSecurity = loadAdminSecurity(config, env);
   // RESIDENCY_REPLICA tells apart several processes on one host (the host name is the default).
-  const replica = options.replica ?? env.RESIDENCY_REPLICA ?? hostname();
+  // A cluster worker is a replica of its own: `<replica>-w<index>`.
+  const replica = options.replica ?? `${env.RESIDENCY_REPLICA ?? hostname()}${worker ? `-w${worker.index}` : ''}`;
 
   // The durable, chained decision log (or stdout); with Redis configured, a shipper copies it to a stream off the request path.
   const decisionLog = options.sink
     ? { sink: options.sink, log: null }
-    : openDecisionLog(worker ? { ...config.decision_log, path: worker.decisionLogPath } : config.decision_log, {
+    : openDecisionLog(worker ? { ...config.decision_log, path: workerLogPath(config.decision_log.path, worker.index) } : config.decision_log, {
         replica,
         env,
         logger: logger.child({ component: 'decision-log' }),
@@ -289,6 +293,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   let closing: Promise<void> | null = null;
   return {
     config,
+    replica,
     proxy,
     dataPlane,
     admin,

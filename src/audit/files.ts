@@ -47,7 +47,7 @@ export interface RotatedFile {
   lastSeq: number;
 }
 
-function escapeRegExp(text: string): string {
+export function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { listRotated, logLayout } from './files.js';
+import { escapeRegExp, listRotated, logLayout } from './files.js';
 
 /**
  * Decision log naming with `workers` > 1: each worker process writes its own
@@ -65,10 +65,6 @@ export function findWorkerLogs(path: string): WorkerLog[] {
 function splitName(name: string): { stem: string; extension: string } {
   const dot = name.lastIndexOf('.');
   return dot > 0 ? { stem: name.slice(0, dot), extension: name.slice(dot) } : { stem: name, extension: '' };
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** A set of files verified (or read) as one: one worker's log, or the other arguments together. */

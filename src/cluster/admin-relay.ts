@@ -78,7 +78,7 @@ export async function startAdminRelay(options: AdminRelayOptions): Promise<Admin
     const method = req.method ?? 'GET';
     if (path === '/healthz' && (method === 'GET' || method === 'HEAD')) return json(200, { status: 'ok' });
     const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => !BODY_HEADERS.has(name)));
-    const request: RelayedRequest = { method, url: target.relayed, headers, body: '', remoteAddress: req.socket.remoteAddress ?? '' };
+    const request: RelayedRequest = { method, url: target.relayed, headers, remoteAddress: req.socket.remoteAddress ?? '' };
     const first = supervisor.pick();
     // No worker to check the token: say nothing more than that.
     if (first === null) return json(503, { error: 'no worker is running' });

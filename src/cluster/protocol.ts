@@ -35,14 +35,13 @@ export interface StartFailedMessage {
   error: string;
 }
 
-/** Primary → worker: an admin request to answer with the worker's own admin app (tokens checked there). */
+/** Primary → worker: an admin request to answer with the worker's own admin app (tokens checked there). No admin route takes a body: none is sent. */
 export interface AdminRequest {
   type: 'residency:admin-request';
   id: number;
   method: string;
   url: string;
   headers: Record<string, string | string[] | undefined>;
-  body: string;
   remoteAddress: string;
 }
 

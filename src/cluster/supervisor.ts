@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { json } from './merge.js';
-import { WORKER_ENV, isWorkerMessage, type AdminRequest, type ListeningMessage, type MetricsRequest, type WorkerMessage } from './protocol.js';
+import { WORKER_ENV, isWorkerMessage, type AdminRequest, type AdminResponse, type ListeningMessage, type MetricsRequest, type MetricsResponse, type WorkerMessage } from './protocol.js';
 
 /** A worker process as the primary sees it. */
 export interface WorkerStatus {
@@ -48,8 +48,8 @@ const KILL_AFTER_GRACE_MS = 5_000;
  */
 export class Supervisor {
   private readonly slots: Slot[];
-  private readonly pending = new Map<number, { process: Worker; done: (answer: RelayedAnswer) => void }>();
-  private readonly pendingMetrics = new Map<number, { process: Worker; done: (metrics: object[] | null) => void }>();
+  /** Requests to workers awaiting their reply, by id. */
+  private readonly pending = new Map<number, { process: Worker; reply(message: WorkerReply): void; fail(error: string): void }>();
   private nextAsk = 0;
   private stopping = false;
   private startup: { resolve: (first: ListeningMessage) => void; reject: (err: Error) => void; first: ListeningMessage | null } | null = null;
@@ -108,42 +108,52 @@ export class Supervisor {
 
   /** Relay an admin request to worker `n`; a worker that dies or stalls is answered for (502/504). */
   ask(n: number, request: RelayedRequest, timeoutMs = ASK_TIMEOUT_MS): Promise<RelayedAnswer> {
-    const slot = this.slots[n - 1];
-    const worker = slot?.process;
-    if (!worker || !worker.isConnected()) return Promise.resolve(unavailable(502, `worker ${n} is not running`));
-    const id = ++this.nextAsk;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => finish(unavailable(504, `worker ${n} did not answer within ${timeoutMs} ms`)), timeoutMs);
-      const finish = (answer: RelayedAnswer) => {
-        if (!this.pending.has(id)) return;
-        clearTimeout(timer);
-        this.pending.delete(id);
-        resolve(answer);
-      };
-      this.pending.set(id, { process: worker, done: finish });
-      // A worker that dies as the message goes out fails the send (EPIPE): answered for, never thrown.
-      worker.send({ ...request, type: 'residency:admin-request', id } satisfies AdminRequest, (err: Error | null) => {
-        if (err) finish(unavailable(502, `worker ${n} could not be asked: ${err.message}`));
-      });
-    });
+    return this.call(
+      n,
+      (id) => ({ ...request, type: 'residency:admin-request', id }),
+      timeoutMs,
+      (reply) => (reply.type === 'residency:admin-response' ? { status: reply.status, headers: reply.headers, body: reply.body } : json(502, { error: `worker ${n} answered out of turn` })),
+      (status, error) => json(status, { error }),
+    );
   }
 
   /** Worker `n`'s metrics as prom-client's JSON; null when it is not running or does not answer within `timeoutMs`. */
   metricsOf(n: number, timeoutMs: number): Promise<object[] | null> {
+    return this.call(
+      n,
+      (id) => ({ type: 'residency:metrics-request', id }),
+      timeoutMs,
+      (reply) => (reply.type === 'residency:metrics-response' ? reply.metrics : null),
+      () => null,
+    );
+  }
+
+  /**
+   * One request to worker `n` and its reply. A worker that is not running,
+   * dies meanwhile, fails the send (EPIPE: answered for, never thrown) or
+   * stalls past `timeoutMs` gets `failed` (502, or 504 for the stall).
+   */
+  private call<T>(
+    n: number,
+    message: (id: number) => AdminRequest | MetricsRequest,
+    timeoutMs: number,
+    answer: (reply: WorkerReply) => T,
+    failed: (status: 502 | 504, error: string) => T,
+  ): Promise<T> {
     const worker = this.slots[n - 1]?.process;
-    if (!worker || !worker.isConnected()) return Promise.resolve(null);
+    if (!worker || !worker.isConnected()) return Promise.resolve(failed(502, `worker ${n} is not running`));
     const id = ++this.nextAsk;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => finish(null), timeoutMs);
-      const finish = (metrics: object[] | null) => {
-        if (!this.pendingMetrics.has(id)) return;
+      const finish = (value: T) => {
+        if (!this.pending.has(id)) return;
         clearTimeout(timer);
-        this.pendingMetrics.delete(id);
-        resolve(metrics);
+        this.pending.delete(id);
+        resolve(value);
       };
-      this.pendingMetrics.set(id, { process: worker, done: finish });
-      worker.send({ type: 'residency:metrics-request', id } satisfies MetricsRequest, (err: Error | null) => {
-        if (err) finish(null);
+      const timer = setTimeout(() => finish(failed(504, `worker ${n} did not answer within ${timeoutMs} ms`)), timeoutMs);
+      this.pending.set(id, { process: worker, reply: (r) => finish(answer(r)), fail: (error) => finish(failed(502, error)) });
+      worker.send(message(id), (err: Error | null) => {
+        if (err) finish(failed(502, `worker ${n} could not be asked: ${err.message}`));
       });
     });
   }
@@ -196,14 +206,9 @@ export class Supervisor {
   }
 
   private onMessage(slot: Slot, worker: Worker, message: WorkerMessage): void {
-    if (message.type === 'residency:admin-response') {
+    if (message.type === 'residency:admin-response' || message.type === 'residency:metrics-response') {
       const waiting = this.pending.get(message.id);
-      if (waiting?.process === worker) waiting.done({ status: message.status, headers: message.headers, body: message.body });
-      return;
-    }
-    if (message.type === 'residency:metrics-response') {
-      const waiting = this.pendingMetrics.get(message.id);
-      if (waiting?.process === worker) waiting.done(message.metrics);
+      if (waiting?.process === worker) waiting.reply(message);
       return;
     }
     if (slot.process !== worker) return;
@@ -224,10 +229,7 @@ export class Supervisor {
   }
 
   private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
-    for (const [, waiting] of this.pending) {
-      if (waiting.process === worker) waiting.done(unavailable(502, `worker ${slot.worker} exited`));
-    }
-    for (const [, waiting] of this.pendingMetrics) if (waiting.process === worker) waiting.done(null);
+    for (const waiting of this.pending.values()) if (waiting.process === worker) waiting.fail(`worker ${slot.worker} exited`);
     if (slot.process !== worker) return;
     slot.process = null;
     slot.pid = null;
@@ -261,6 +263,5 @@ export class Supervisor {
   }
 }
 
-function unavailable(status: number, error: string): RelayedAnswer {
-  return json(status, { error });
-}
+/** What a worker replies to the primary's requests. */
+type WorkerReply = AdminResponse | MetricsResponse;

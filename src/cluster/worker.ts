@@ -1,7 +1,5 @@
-import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { workerLogPath } from '../audit/worker-logs.js';
 import type { LoadedPolicy } from '../load.js';
 import type { AdminRequest, AdminResponse, WorkerMessage } from './protocol.js';
 import { isAdminRequest, isMetricsRequest } from './protocol.js';
@@ -17,8 +15,6 @@ export async function runWorker(loaded: LoadedPolicy, index: number): Promise<nu
   const { config } = loaded;
   const env = process.env;
   const logger = pino({ level: config.log_level }, pino.destination({ dest: 1, sync: false })).child({ worker: index });
-  // Each worker is its own replica in records, heartbeats and `fleet status`.
-  const replica = `${env.RESIDENCY_REPLICA ?? hostname()}-w${index}`;
   // The server's packages load in the worker only (the primary relays, it does not serve).
   const { createResidencyProxy } = await import('../server.js');
   const app = createResidencyProxy(config, {
@@ -26,8 +22,8 @@ export async function runWorker(loaded: LoadedPolicy, index: number): Promise<nu
     watch: true,
     env,
     logger,
-    replica,
-    clusterWorker: { index, decisionLogPath: workerLogPath(config.decision_log.path, index) },
+    // Its own replica (`<replica>-w<index>`) in records, heartbeats and `fleet status`, with its own decision log.
+    clusterWorker: { index },
   });
   process.on('message', (message: unknown) => {
     if (isAdminRequest(message)) void answerAdmin(app.admin, message);
@@ -39,7 +35,7 @@ export async function runWorker(loaded: LoadedPolicy, index: number): Promise<nu
   try {
     const { proxy } = await app.listen();
     send({ type: 'residency:listening', proxy: { address: proxy.address, port: proxy.port }, policy: app.planner().policy.hash });
-    logger.info({ proxy: `${proxy.address}:${proxy.port}`, replica }, 'worker listening');
+    logger.info({ proxy: `${proxy.address}:${proxy.port}`, replica: app.replica }, 'worker listening');
   } catch (err) {
     logger.error({ err: (err as Error).message }, 'worker could not start');
     send({ type: 'residency:start-failed', error: (err as Error).message });
@@ -87,7 +83,6 @@ async function answerAdmin(admin: FastifyInstance, request: AdminRequest): Promi
       url: request.url,
       headers: request.headers,
       remoteAddress: request.remoteAddress,
-      ...(request.body.length > 0 ? { payload: request.body } : {}),
     });
     reply = { type: 'residency:admin-response', id: request.id, status: res.statusCode, headers: res.headers, body: res.body };
   } catch (err) {

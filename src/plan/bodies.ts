@@ -46,9 +46,11 @@ export interface BodySignals extends BodyDestinations {
 
 /**
  * The create-bucket location and the destinations a request's body names:
- * one reading for the proxy and for `explain`. The destination buckets are
- * left to place by the caller (the proxy discovers their regions, explain
- * says it would).
+ * one reading for the proxy and for `explain`. Each destination bucket and
+ * signal once, however often the body names it (a batch of 100 calls to one
+ * bucket, 1,000 replication rules to one destination). The buckets are left
+ * to place by the caller (the proxy discovers their regions, explain says it
+ * would).
  */
 export function bodySignals(
   planner: Planner,
@@ -67,24 +69,12 @@ export function bodySignals(
   }
   let buckets: BodyDestinations['buckets'] = [];
   if (needs.inspect !== undefined) {
-    const destinations = bodyDestinations(planner, prepared, needs.inspect, body, headers);
+    const destinations = readDestinations(planner, prepared, needs.inspect, body, headers);
     if ('kind' in destinations) return destinations;
     signals.push(...destinations.signals);
-    buckets = destinations.buckets;
+    buckets = [...new Map(destinations.buckets.map((b) => [`${b.fallback ? 1 : 0}${b.bucket}`, b])).values()];
   }
-  return { signals, buckets, created };
-}
-
-/**
- * Where a body sends data: its destination buckets (each once, however often
- * the body names it: a batch of 100 calls to one bucket, 1,000 replication
- * rules to one destination) and the places it names.
- */
-export function bodyDestinations(planner: Planner, prepared: Prepared, inspect: Inspect, body: Uint8Array, headers: RequestHeaders): BodyDestinations | Reject {
-  const found = readDestinations(planner, prepared, inspect, body, headers);
-  if ('kind' in found) return found;
-  const buckets = new Map(found.buckets.map((b) => [`${b.fallback ? 1 : 0}${b.bucket}`, b]));
-  return { buckets: [...buckets.values()], signals: distinctSignals(found.signals) };
+  return { signals: distinctSignals(signals), buckets, created };
 }
 
 function readDestinations(planner: Planner, prepared: Prepared, inspect: Inspect, body: Uint8Array, headers: RequestHeaders): BodyDestinations | Reject {

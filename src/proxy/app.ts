@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/registry.js';
 import type { DataPlane } from './data-plane.js';
 import { errorResponse, type ErrorResponse } from './refuse.js';
-import { registerDataPlane } from './routes.js';
+import { holdContinueForDecisions, onDataPlane, registerDataPlane } from './routes.js';
 import type { DataPlaneTls } from './tls-listener.js';
 import { handleConnect, isTunnelSocket, PROXY_CHALLENGE, proxyUser, type TunnelDeps } from './tunnel.js';
 
@@ -93,7 +93,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
   // One more than the limit, so a request over the limit is seen, not silently cut.
   server.maxHeadersCount = options.maxHeaders + 1;
   // The decision comes first; handleRequest sends 100 Continue only for a write it forwards.
-  server.on('checkContinue', (req, res) => server.emit('request', req, res));
+  holdContinueForDecisions(server, '');
   if (tunnels !== null) server.on('connection', (socket: Socket) => clientAddresses.set(socket, socket.remoteAddress ?? ''));
   server.on('connect', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
     // Node hands a CONNECT's socket over with no error listener: a client
@@ -112,6 +112,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     endWith(socket, errorResponse(null, { status: 405, code: 'connect_not_allowed', title: 'Method Not Allowed', detail }));
   });
 
+  const toDataPlane = onDataPlane(plane);
   const fastify = Fastify({
     serverFactory: (handler) => {
       route = handler;
@@ -119,10 +120,7 @@ export function buildProxyApp(options: ProxyAppOptions): ProxyApp {
     },
     // Our refusals, in the provider's format, for what the parser or the router cannot read.
     clientErrorHandler: (err, socket) => answerClientError(err as NodeJS.ErrnoException, socket as Socket),
-    frameworkErrors: (_err, request, reply) => {
-      reply.hijack();
-      plane.serve(request.raw, reply.raw);
-    },
+    frameworkErrors: (_err, request, reply) => toDataPlane(request, reply),
     // Shutdown answers come from the data plane (503 in the provider's format).
     return503OnClosing: false,
     // Nothing reads Fastify's parsed query: the planner reads the target as sent.

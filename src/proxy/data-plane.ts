@@ -1,14 +1,10 @@
 import http from 'node:http';
-import type { Logger } from 'pino';
-import type { Metrics } from '../metrics/registry.js';
 import { createRequestHandler, type HandlerDeps } from './handler.js';
 import { checkRequest } from './hygiene.js';
 import { lingerOnClose } from './linger.js';
 import { errorResponse, type ErrorDetails, type ErrorResponse } from './refuse.js';
 
 export interface DataPlaneOptions extends HandlerDeps {
-  logger: Logger;
-  metrics: Metrics;
   maxHeaders: number;
 }
 
@@ -89,7 +85,7 @@ export function createDataPlane(options: DataPlaneOptions): DataPlane {
 }
 
 /** An answer after which the connection closes. */
-export function answerAndClose(res: http.ServerResponse, out: ErrorResponse): void {
+function answerAndClose(res: http.ServerResponse, out: ErrorResponse): void {
   res.writeHead(out.status, { ...out.headers, connection: 'close', 'content-length': Buffer.byteLength(out.body) });
   res.end(out.body);
 }

@@ -126,11 +126,6 @@ export class Forwarder {
     this.pools.dispatch(upstream, origin, address, options, handler);
   }
 
-  /** Pinned pools open, for a gauge or a debug view. */
-  get pinnedPools(): number {
-    return this.pools.list().filter((p) => p.address !== null).length;
-  }
-
   close(): Promise<void> {
     return this.pools.close();
   }

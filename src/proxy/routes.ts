@@ -1,3 +1,4 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { DataPlane } from './data-plane.js';
 
@@ -17,13 +18,34 @@ import type { DataPlane } from './data-plane.js';
 export function registerDataPlane(app: FastifyInstance, plane: DataPlane): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
-  const handler = (request: FastifyRequest, reply: FastifyReply) => {
-    reply.hijack();
-    plane.serve(request.raw, reply.raw);
-  };
+  const handler = onDataPlane(plane);
   // HEAD is one of `all`'s methods: Fastify must not add its own HEAD for GET.
   app.all('/', { exposeHeadRoute: false }, handler);
   app.all('/*', { exposeHeadRoute: false }, handler);
   // Methods Fastify does not route (PROPFIND, made-up ones) still get the data plane's answer (405, in the provider's format).
   app.setNotFoundHandler(handler);
+}
+
+/** A Fastify handler that hands the raw request and response to the data plane (Fastify sends nothing itself). */
+export function onDataPlane(plane: DataPlane): (request: FastifyRequest, reply: FastifyReply) => void {
+  return (request, reply) => {
+    reply.hijack();
+    plane.serve(request.raw, reply.raw);
+  };
+}
+
+/**
+ * Node sends 100 Continue at once when the server has no `checkContinue`
+ * listener. Under `prefix` (every path for '') the data plane sends it once
+ * the decision allows the write, so a refused client never sends its body;
+ * other paths get theirs at once, as before. A server that already handles
+ * `checkContinue` keeps its own handling.
+ */
+export function holdContinueForDecisions(server: Server, prefix: string): void {
+  if (server.listenerCount('checkContinue') > 0) return;
+  const ours = (url: string) => prefix === '' || url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`);
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!ours(req.url ?? '/')) res.writeContinue();
+    server.emit('request', req, res);
+  });
 }

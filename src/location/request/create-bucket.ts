@@ -6,9 +6,6 @@ import { parseSafeXml } from './safe-xml.js';
 import { field, jsonKeyProblem } from './strict-json.js';
 import { placeSignals, type Signal } from '../signals.js';
 
-// Where callers (the proxy's handler and exchange, the planner, explain) have
-// always found them; their homes are body.ts and aws-chunked.ts.
-
 /**
  * Bucket-creating requests: where a new bucket will live is in the request
  * body, not in config. Detection is by shape (method, path, query); the body
