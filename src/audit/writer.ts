@@ -18,6 +18,7 @@ import {
   stat as statCb,
   fstatSync,
   write as writeCb,
+  watch as watchFs,
   writeSync,
 } from 'node:fs';
 import { open as openAsync, rename as renameAsync } from 'node:fs/promises';
@@ -50,6 +51,13 @@ export interface FileOps {
    */
   stat(path: string): Promise<FileIdentity>;
   close(fd: number): Promise<void>;
+  /**
+   * Watch a directory for entries renamed, created or removed (the active
+   * file moved, replaced or deleted) so that a batch need not stat the path
+   * every time; `onLost` when the watch stops working. Null where the
+   * directory cannot be watched (every batch then checks the path).
+   */
+  watch(dir: string, onRename: () => void, onLost: (err: Error) => void): { close(): void } | null;
 }
 
 interface FileIdentity {
@@ -70,6 +78,18 @@ export const nodeFileOps: FileOps = {
   fstat: (fd) => new Promise((res, rej) => fstatCb(fd, cb(res, rej))),
   stat: (path) => new Promise((res, rej) => statCb(path, cb(res, rej))),
   close: (fd) => new Promise((res, rej) => closeCb(fd, cb(res, rej))),
+  watch(dir, onRename, onLost) {
+    try {
+      // Not persistent: the watch alone must not keep a process alive.
+      const watcher = watchFs(dir, { persistent: false }, (event) => {
+        if (event === 'rename') onRename();
+      });
+      watcher.on('error', onLost);
+      return watcher;
+    } catch {
+      return null;
+    }
+  },
 };
 
 export interface DecisionLogOptions {
@@ -263,6 +283,14 @@ class DurableLog implements DecisionLog {
 
   private fd: number | null = null;
   private identity: FileIdentity | null = null;
+  /**
+   * The log directory's watch: a rename there makes the next batch check
+   * the active path (see commit). Null while there is none (every batch
+   * checks).
+   */
+  private watcher: { close(): void } | null = null;
+  /** The next batch checks that the path still names the open file: a rename was seen, or the probe interval passed. */
+  private pathCheckDue = true;
   private active: ActiveFile = emptyActive();
   /** Replica name in the active file's records (another name only until start-up rotates it away). */
   private activeReplica: string;
@@ -321,6 +349,7 @@ class DurableLog implements DecisionLog {
       unlockLog(this.layout.lock);
       throw err;
     }
+    this.watchDirectory();
     this.probe = setInterval(() => void this.housekeeping(), options.probeMs ?? 1000);
     this.probe.unref();
   }
@@ -647,9 +676,16 @@ class DurableLog implements DecisionLog {
     // Written records must land in the file auditors read: a moved or replaced file is a failure.
     // `identity` is the open fd's own (taken by fstat whenever this.fd is set, and an open fd keeps
     // its inode), so comparing the path's stat with it is the whole check: no fstat per batch.
-    const onDisk = await this.ops.stat(this.layout.active);
-    if (onDisk.ino !== this.identity!.ino || onDisk.dev !== this.identity!.dev) {
-      throw Object.assign(new Error(`${this.layout.active} was moved or replaced`), { code: 'ESTALE' });
+    // The stat is a thread-pool round trip as dear as the durable write itself, so a batch makes it
+    // only when the directory watch saw a rename, there is no watch, or a probe interval passed
+    // (a filesystem whose changes the watch cannot see, such as NFS, is checked once a second).
+    if (this.pathCheckDue || this.watcher === null) {
+      // Cleared first: a rename seen while this stat runs makes the next batch check again.
+      this.pathCheckDue = false;
+      const onDisk = await this.ops.stat(this.layout.active);
+      if (onDisk.ino !== this.identity!.ino || onDisk.dev !== this.identity!.dev) {
+        throw Object.assign(new Error(`${this.layout.active} was moved or replaced`), { code: 'ESTALE' });
+      }
     }
     if (this.rotationDue()) await this.rotateNow(this.active.size >= this.rotateBytes && this.rotateBytes > 0 ? 'size' : 'time');
 
@@ -708,6 +744,8 @@ class DurableLog implements DecisionLog {
     this.recovering ??= this.reopen().then(
       () => {
         this.recovering = null;
+        // The directory may be another one now (moved back, recreated): watch what the path names.
+        this.watchDirectory();
         if (this.broken === null) return true;
         this.broken = null;
         this.logger.info({ seq: this.committed.seq, held: this.held.length }, 'decision log: writable again');
@@ -826,8 +864,28 @@ class DurableLog implements DecisionLog {
     await this.runBusy(fn);
   }
 
+  /** Watch the log directory for renames (a new watch each time: the directory may have been replaced). */
+  private watchDirectory(): void {
+    this.watcher?.close();
+    const watcher = this.ops.watch(
+      this.layout.dir,
+      () => {
+        this.pathCheckDue = true;
+      },
+      (err) => {
+        watcher?.close();
+        if (this.watcher !== watcher) return;
+        this.watcher = null;
+        this.logger.warn({ dir: this.layout.dir, err: describeError(err) }, 'decision log: the directory watch failed; every batch checks the file again');
+      },
+    );
+    this.watcher = watcher;
+    this.pathCheckDue = true;
+  }
+
   private async housekeeping(): Promise<void> {
     if (this.closed) return;
+    this.pathCheckDue = true;
     if (this.broken !== null) {
       if (await this.recover()) this.schedule();
       return;
@@ -870,6 +928,8 @@ class DurableLog implements DecisionLog {
   async close(): Promise<void> {
     if (this.closed) return;
     clearInterval(this.probe);
+    this.watcher?.close();
+    this.watcher = null;
     if (this.timer) clearTimeout(this.timer);
     if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.timer = null;

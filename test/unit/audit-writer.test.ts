@@ -16,6 +16,9 @@ let dir: string;
 let path: string;
 const open: DecisionLog[] = [];
 
+/** Long enough for the log to notice a rename (its probe runs every 20 ms here, the directory watch sooner). */
+const noticed = () => new Promise((resolve) => setTimeout(resolve, 60));
+
 function make(options: Partial<DecisionLogOptions> = {}): DecisionLog {
   const log = createDecisionLog({ path, replica: 'r1', probeMs: 20, ...options });
   open.push(log);
@@ -342,6 +345,7 @@ describe('durable decision log: failures', () => {
     const log = make();
     await log.write(sampleEntry(0));
     renameSync(path, join(dir, 'moved.log'));
+    await noticed();
     await expect(log.write(sampleEntry(1))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
     await expect.poll(() => log.healthy(), { timeout: 2000 }).toBe(true);
     await log.write(sampleEntry(2));
@@ -356,13 +360,15 @@ describe('durable decision log: failures', () => {
     await log.write(sampleEntry(0));
     renameSync(path, join(dir, 'original.log'));
     writeFileSync(path, '');
+    await noticed();
     await expect(log.write(sampleEntry(1))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
     expect(readFileSync(path, 'utf8')).toBe('');
     expect(records(join(dir, 'original.log')).map((r) => r.seq)).toEqual([1]);
   });
 
-  it('checks the path once per batch with a stat, and never fstats the open file on the write path', async () => {
-    const counts = { stat: 0, fstat: 0 };
+  /** File ops that count path checks (stat), fstats and the directory watch's renames; `watch` replaces the real watch. */
+  function countingOps(watch: FileOps['watch'] = nodeFileOps.watch) {
+    const counts = { stat: 0, fstat: 0, renamesSeen: 0 };
     const ops: FileOps = {
       ...nodeFileOps,
       stat(p) {
@@ -373,11 +379,66 @@ describe('durable decision log: failures', () => {
         counts.fstat++;
         return nodeFileOps.fstat(fd);
       },
+      watch: (d, onRename, onLost) =>
+        watch(
+          d,
+          () => {
+            counts.renamesSeen++;
+            onRename();
+          },
+          onLost,
+        ),
     };
-    const log = make({ fileOps: ops });
+    return { ops, counts };
+  }
+
+  it('with the directory watched, steady batches do not stat the path; a rename there makes the next batch check it', async () => {
+    const { ops, counts } = countingOps();
+    // No probe during the test: only the watch can make a batch check.
+    const log = make({ fileOps: ops, probeMs: 60_000 });
     for (let i = 0; i < 5; i++) await log.write(sampleEntry(i));
-    expect(counts).toEqual({ stat: 5, fstat: 0 });
-    expect((await verifyLogs([dir])).ok).toBe(true);
+    expect(counts).toEqual({ stat: 1, fstat: 0, renamesSeen: 0 });
+
+    renameSync(path, join(dir, 'moved.log'));
+    await expect.poll(() => counts.renamesSeen).toBeGreaterThan(0);
+    await expect(log.write(sampleEntry(5))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
+    expect(counts.stat).toBe(2);
+    expect(records(join(dir, 'moved.log')).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('where the directory cannot be watched, every batch checks the path', async () => {
+    const { ops, counts } = countingOps(() => null);
+    const log = make({ fileOps: ops, probeMs: 60_000 });
+    for (let i = 0; i < 5; i++) await log.write(sampleEntry(i));
+    expect(counts).toEqual({ stat: 5, fstat: 0, renamesSeen: 0 });
+    renameSync(path, join(dir, 'moved.log'));
+    await expect(log.write(sampleEntry(5))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
+  });
+
+  it('a watch that sees nothing (a network filesystem): the probe makes a batch check the path at least once an interval', async () => {
+    const { ops, counts } = countingOps(() => ({ close() {} }));
+    const log = make({ fileOps: ops, probeMs: 20 });
+    await log.write(sampleEntry(0));
+    renameSync(path, join(dir, 'moved.log'));
+    await noticed();
+    await expect(log.write(sampleEntry(1))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
+    expect(counts.renamesSeen).toBe(0);
+  });
+
+  it('a watch that fails falls back to a check per batch, and says so', async () => {
+    let lose: (err: Error) => void = () => {};
+    const { ops, counts } = countingOps((d, onRename, onLost) => {
+      lose = onLost;
+      return nodeFileOps.watch(d, onRename, onLost);
+    });
+    const logged = captureLog();
+    const log = make({ fileOps: ops, probeMs: 60_000, logger: logged.logger });
+    await log.write(sampleEntry(0));
+    lose(Object.assign(new Error('watch lost'), { code: 'EACCES' }));
+    expect(logged.lines.some((l) => l.msg.includes('directory watch failed'))).toBe(true);
+    renameSync(path, join(dir, 'moved.log'));
+    await expect(log.write(sampleEntry(1))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
+    expect(counts.stat).toBe(2);
   });
 
   it('fail_open operations are answered while the log is down and written, in order, once it is back', async () => {
