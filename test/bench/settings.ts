@@ -44,6 +44,18 @@ export interface Feature {
   env?: Record<string, string>;
 }
 
+/**
+ * The Node flags residency-proxy is shipped to run with: `npm start` and the
+ * container image's ENTRYPOINT spell them out (a unit test holds the three to
+ * the same list), and the benchmark starts the proxy with them, as deployed.
+ * A request's objects live until its decision is durable, a few ms under
+ * load, so many are still alive at each young-generation scavenge; doubling
+ * Node's 16 MiB semi-space halves the scavenges (+8 % on small PUTs, median
+ * of 12 alternating pairs; about 40 MiB more peak RSS). `bare` runs with
+ * Node's defaults: it gains about 3 % from the same flag.
+ */
+export const PRODUCT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'];
+
 /** Where the benchmark's requests go: one upstream declared in the US (allowed), one in eu-west-1 (refused under enforce). */
 export const PATHS = {
   allowed: '/us/bench-bucket',

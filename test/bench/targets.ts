@@ -8,7 +8,7 @@ import { createTestCa, issueServerCertificate } from '../helpers/test-ca.js';
 import { CLI, childScript, REPO_ROOT } from './paths.js';
 import { childPids, jsonLine, sleep, spawnChild, stopChild, waitForLine, type Child } from './proc.js';
 import type { TargetInfo } from './scenarios.js';
-import { buildConfig, NEW_HOSTS, PATHS, TUNNEL_HOST, type InterceptionContext, type ProxySetting } from './settings.js';
+import { buildConfig, NEW_HOSTS, PATHS, PRODUCT_NODE_FLAGS, TUNNEL_HOST, type InterceptionContext, type ProxySetting } from './settings.js';
 
 /** Where children run: CPU pinning and scratch space. */
 export interface Placement {
@@ -336,7 +336,8 @@ export async function startResidency(setting: ProxySetting, upstream: Upstream, 
   const child = spawnChild({
     name: `residency-proxy ${name}`,
     command: process.execPath,
-    args: [...(start.nodeArgs ?? []), CLI, 'serve', '--config', file],
+    // As npm start and the container image run it.
+    args: [...PRODUCT_NODE_FLAGS, ...(start.nodeArgs ?? []), CLI, 'serve', '--config', file],
     cpu: place.serverCpu,
     taskset: place.taskset,
     env: { ...cleanEnv(), ...built.env },

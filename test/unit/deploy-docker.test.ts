@@ -8,6 +8,7 @@ import { DockerfileParser, type Instruction, type JSONInstruction } from 'docker
 import { validate } from 'dockerfile-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/load.js';
+import { PRODUCT_NODE_FLAGS } from '../bench/settings.js';
 
 /**
  * The Dockerfile, checked without a Docker engine: validated by
@@ -19,7 +20,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const read = (file: string) => readFileSync(`${ROOT}${file}`, 'utf8');
 const DOCKERFILE = read('Dockerfile');
 const DOCKERIGNORE = read('.dockerignore');
-const PKG = JSON.parse(read('package.json')) as { version: string; bin: Record<string, string>; files: string[] };
+const PKG = JSON.parse(read('package.json')) as { version: string; bin: Record<string, string>; files: string[]; scripts: Record<string, string> };
 const dockerfile = DockerfileParser.parse(DOCKERFILE);
 
 interface Stage {
@@ -132,13 +133,14 @@ describe('Dockerfile', () => {
     expect(runs(runtime).some((r) => r.includes('/var/lib/residency-proxy') && r.includes(`chown ${uid}`))).toBe(true);
   });
 
-  it('stops with SIGTERM and starts `node dist/cli/main.js serve`', () => {
+  it('stops with SIGTERM and starts `node dist/cli/main.js serve` with the product\'s Node flags, as npm start does', () => {
     expect(all(runtime, 'STOPSIGNAL').flatMap(args)).toEqual(['SIGTERM']);
     const entrypoints = all(runtime, 'ENTRYPOINT');
     const cmds = all(runtime, 'CMD');
     expect(entrypoints.length).toBe(1);
     expect(cmds.length).toBe(1);
-    expect(json(entrypoints[0] as Instruction)).toEqual(['node', 'dist/cli/main.js']);
+    expect(json(entrypoints[0] as Instruction)).toEqual(['node', ...PRODUCT_NODE_FLAGS, 'dist/cli/main.js']);
+    expect(PKG.scripts.start).toBe(['node', ...PRODUCT_NODE_FLAGS, 'dist/cli/main.js', 'serve'].join(' '));
     expect(json(cmds[0] as Instruction)).toEqual(['serve']);
     expect(Object.values(PKG.bin)).toContain('dist/cli/main.js');
   });
