@@ -928,8 +928,6 @@ class DurableLog implements DecisionLog {
   async close(): Promise<void> {
     if (this.closed) return;
     clearInterval(this.probe);
-    this.watcher?.close();
-    this.watcher = null;
     if (this.timer) clearTimeout(this.timer);
     if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.timer = null;
@@ -955,6 +953,9 @@ class DurableLog implements DecisionLog {
         for (const listener of this.listeners) listener(this.committed.seq);
       }
     } finally {
+      // Closed last: a recovery during close watches the directory anew.
+      this.watcher?.close();
+      this.watcher = null;
       if (this.fd !== null) await this.ops.close(this.fd).catch(() => {});
       this.fd = null;
       unlockLog(this.layout.lock);

@@ -441,6 +441,33 @@ describe('durable decision log: failures', () => {
     expect(counts.stat).toBe(2);
   });
 
+  it('closes every directory watch it opened, including one opened by a recovery during close', async () => {
+    const { ops, state } = faultyOps();
+    const watches = { opened: 0, closed: 0 };
+    const counted: FileOps = {
+      ...ops,
+      watch(d, onRename, onLost) {
+        const watcher = nodeFileOps.watch(d, onRename, onLost);
+        if (watcher === null) return null;
+        watches.opened++;
+        return {
+          close() {
+            watches.closed++;
+            watcher.close();
+          },
+        };
+      },
+    };
+    const log = make({ fileOps: counted, probeMs: 60_000 });
+    await log.write(sampleEntry(0));
+    state.failWrite = 'EIO';
+    await expect(log.write(sampleEntry(1))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
+    state.failWrite = null;
+    await log.close();
+    expect(watches.opened).toBe(2);
+    expect(watches.closed).toBe(2);
+  });
+
   it('fail_open operations are answered while the log is down and written, in order, once it is back', async () => {
     const { ops, state } = faultyOps();
     const log = make({ fileOps: ops, failOpen: ['read'] });
