@@ -559,6 +559,59 @@ describe('residency proxy over real sockets', () => {
       }
     });
 
+    it('forwards-a-small-body-the-same-whether-it-came-with-its-head-after-it-or-pipelined-behind-another-request', async () => {
+      const put = (key: string, body: string) => `PUT /us/bucket/${key} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const outcomeOf = async (path: string) => {
+        const decision = proxy.records().find((r) => r.kind === undefined && r.path === path);
+        await expect.poll(() => proxy.records().some((r) => r.kind === 'outcome' && r.id === decision?.id)).toBe(true);
+        return proxy.records().find((r) => r.kind === 'outcome' && r.id === decision?.id)!;
+      };
+      const socket = connect({ host: '127.0.0.1', port: proxy.port });
+      /** Statuses of the next `n` responses on the socket (Content-Length framed; pipelined answers may share a read). */
+      let pending = Buffer.alloc(0);
+      const statuses = async (n: number): Promise<number[]> => {
+        const out: number[] = [];
+        for (;;) {
+          const end = pending.indexOf('\r\n\r\n');
+          if (end !== -1) {
+            const head = pending.subarray(0, end).toString('latin1');
+            const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+            if (pending.length >= end + 4 + length) {
+              out.push(Number(head.split(' ')[1]));
+              pending = pending.subarray(end + 4 + length);
+              if (out.length === n) return out;
+              continue;
+            }
+          }
+          const [chunk] = (await once(socket, 'data')) as [Buffer];
+          pending = Buffer.concat([pending, chunk]);
+        }
+      };
+      try {
+        await once(socket, 'connect');
+        // With its head in one write: the proxy has read all of it before deciding.
+        socket.write(put('whole.txt', 'hello world'));
+        expect(await statuses(1)).toEqual([200]);
+        // The head alone, the body later: streamed.
+        socket.write(put('split.txt', 'hello world').slice(0, -11));
+        await new Promise((r) => setTimeout(r, 100));
+        socket.write('hello world');
+        expect(await statuses(1)).toEqual([200]);
+        // Two requests in one write: each body goes with its own request.
+        socket.write(put('first.txt', 'first') + put('second.txt', 'the second'));
+        expect(await statuses(2)).toEqual([200, 200]);
+      } finally {
+        socket.destroy();
+      }
+      const received = (url: string) => us.requests.filter((r) => r.url === url).at(-1) as RecordedRequest;
+      for (const [key, body] of [['whole.txt', 'hello world'], ['split.txt', 'hello world'], ['first.txt', 'first'], ['second.txt', 'the second']] as const) {
+        const rec = received(`/bucket/${key}`);
+        expect(rec.complete, key).toBe(true);
+        expect(rec.bodyHead.toString(), key).toBe(body);
+        expect((await outcomeOf(`/bucket/${key}`)).bytes_in, key).toBe(body.length);
+      }
+    });
+
     it('sends-100-continue-only-after-allowing-a-write', async () => {
       newRecords();
       const body = generated(2 * MiB, 13);
