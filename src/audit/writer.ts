@@ -22,6 +22,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { open as openAsync, rename as renameAsync } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { Operation } from '../config/schema.js';
 import { silentLogger, type OperationalLogger } from '../log.js';
 import { GENESIS_HASH, recordHash } from './canonical.js';
@@ -54,10 +55,11 @@ export interface FileOps {
   /**
    * Watch a directory for entries renamed, created or removed (the active
    * file moved, replaced or deleted) so that a batch need not stat the path
-   * every time; `onLost` when the watch stops working. Null where the
+   * every time: `onRename` gets the entry's name, or null when the platform
+   * does not say; `onLost` when the watch stops working. Null where the
    * directory cannot be watched (every batch then checks the path).
    */
-  watch(dir: string, onRename: () => void, onLost: (err: Error) => void): { close(): void } | null;
+  watch(dir: string, onRename: (name: string | null) => void, onLost: (err: Error) => void): { close(): void } | null;
 }
 
 interface FileIdentity {
@@ -81,8 +83,8 @@ export const nodeFileOps: FileOps = {
   watch(dir, onRename, onLost) {
     try {
       // Not persistent: the watch alone must not keep a process alive.
-      const watcher = watchFs(dir, { persistent: false }, (event) => {
-        if (event === 'rename') onRename();
+      const watcher = watchFs(dir, { persistent: false }, (event, name) => {
+        if (event === 'rename') onRename(name);
       });
       watcher.on('error', onLost);
       return watcher;
@@ -867,10 +869,13 @@ class DurableLog implements DecisionLog {
   /** Watch the log directory for renames (a new watch each time: the directory may have been replaced). */
   private watchDirectory(): void {
     this.watcher?.close();
+    const activeName = basename(this.layout.active);
     const watcher = this.ops.watch(
       this.layout.dir,
-      () => {
-        this.pathCheckDue = true;
+      // Other files live here too (other workers' logs, digests, the shipper's cursor): only the active
+      // file's name, the directory itself moved, or an unnamed event make the next batch check.
+      (name) => {
+        if (name === null || name === activeName || name === basename(this.layout.dir)) this.pathCheckDue = true;
       },
       (err) => {
         watcher?.close();

@@ -28,7 +28,11 @@ export async function runWorker(loaded: LoadedPolicy, index: number): Promise<nu
   process.on('message', (message: unknown) => {
     if (isAdminRequest(message)) void answerAdmin(app.admin, message);
     else if (isMetricsRequest(message)) {
-      void app.metrics.registry.getMetricsAsJSON().then((metrics) => send({ type: 'residency:metrics-response', id: message.id, metrics }));
+      app.metrics.registry.getMetricsAsJSON().then(
+        (metrics) => send({ type: 'residency:metrics-response', id: message.id, metrics }),
+        // No reply: the primary leaves this worker out of the scrape (residency_worker_metrics_up 0) instead of the worker dying.
+        (err: unknown) => logger.error({ err: (err as Error).message }, 'metrics could not be gathered for the primary'),
+      );
     }
   });
 

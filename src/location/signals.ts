@@ -88,7 +88,6 @@ export function compileDeclared(upstream: RawUpstream): DeclaredLocation {
   };
 }
 
-/** Combine signals into a location: distinct jurisdictions, and the first region named. */
 /**
  * Each signal once, first occurrence kept (order decides the region). A
  * body can name one bucket or place many times (a batch of 100 calls to one
@@ -105,6 +104,7 @@ export function distinctSignals(signals: readonly Signal[]): Signal[] {
   });
 }
 
+/** Combine signals into a location: distinct jurisdictions, and the first region named. */
 export function toLocation(signals: readonly Signal[]): Location {
   const jurisdictions: string[] = [];
   let region: string | null = null;

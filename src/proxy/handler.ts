@@ -398,10 +398,17 @@ export function createRequestHandler(deps: HandlerDeps) {
     };
     if (durable === null) invite();
     // A create-bucket body was read to decide: forward exactly those bytes, headers unchanged.
+    // A body overlapping its decision is held until the decision is durable; one already read whole goes as its bytes.
     let body: RequestBody | Buffer | null = null;
+    let held: RequestBody | null = null;
     if (inspected.body !== null) body = inspected.body;
-    else if (hasBody && inspected.created === null) body = (durable === null ? arrivedWhole(req) : null) ?? new RequestBody(req);
-    if (durable !== null) (body as RequestBody).hold();
+    else if (hasBody && inspected.created === null) {
+      if (durable !== null) {
+        held = new RequestBody(req);
+        held.hold();
+        body = held;
+      } else body = arrivedWhole(req) ?? new RequestBody(req);
+    }
     /** Request body bytes sent upstream so far. */
     const sentBytes = () => (body === null ? 0 : body instanceof RequestBody ? body.bytes : body.length);
     const exchange = new UpstreamExchange();
@@ -424,7 +431,7 @@ export function createRequestHandler(deps: HandlerDeps) {
           return;
         }
         invite();
-        (body as RequestBody).release();
+        held?.release();
       }
       response = await exchange.head;
     } catch (err) {

@@ -382,9 +382,9 @@ describe('durable decision log: failures', () => {
       watch: (d, onRename, onLost) =>
         watch(
           d,
-          () => {
+          (name) => {
             counts.renamesSeen++;
-            onRename();
+            onRename(name);
           },
           onLost,
         ),
@@ -404,6 +404,17 @@ describe('durable decision log: failures', () => {
     await expect(log.write(sampleEntry(5))).rejects.toMatchObject({ code: DecisionLogCodes.WRITE_FAILED });
     expect(counts.stat).toBe(2);
     expect(records(join(dir, 'moved.log')).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('renames of other files in the directory (digests, a cursor, other workers\' logs) do not make a batch check the path', async () => {
+    const { ops, counts } = countingOps();
+    const log = make({ fileOps: ops, probeMs: 60_000 });
+    await log.write(sampleEntry(0));
+    writeFileSync(join(dir, 'cursor.tmp'), '{}');
+    renameSync(join(dir, 'cursor.tmp'), join(dir, 'cursor.json'));
+    await expect.poll(() => counts.renamesSeen).toBeGreaterThan(0);
+    await log.write(sampleEntry(1));
+    expect(counts.stat).toBe(1);
   });
 
   it('where the directory cannot be watched, every batch checks the path', async () => {
