@@ -39,6 +39,12 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   received = 0;
   /** The proxy cancelled it (`abort`). */
   aborted = false;
+  /**
+   * undici took a connection and is writing the request: a body given as
+   * bytes is handed to the socket right after (a stream's bytes are counted
+   * as they pass). False when it failed before that (no connection).
+   */
+  requestStarted = false;
 
   private controller: Dispatcher.DispatchController | null = null;
   private resolveHead!: (head: ResponseHead) => void;
@@ -122,6 +128,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     if (this.aborted) controller.abort(new ExchangeAbortedError());
+    else this.requestStarted = true;
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {

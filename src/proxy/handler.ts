@@ -409,9 +409,9 @@ export function createRequestHandler(deps: HandlerDeps) {
         body = held;
       } else body = arrivedWhole(req) ?? new RequestBody(req);
     }
-    /** Request body bytes sent upstream so far. */
-    const sentBytes = () => (body === null ? 0 : body instanceof RequestBody ? body.bytes : body.length);
     const exchange = new UpstreamExchange();
+    /** Request body bytes sent upstream so far: bytes count once undici started writing the request. */
+    const sentBytes = () => (body === null ? 0 : body instanceof RequestBody ? body.bytes : exchange.requestStarted ? body.length : 0);
     // The client gone before its answer: stop the upstream request too.
     const onClientGone = () => {
       if (!res.writableFinished) exchange.abort();

@@ -1,6 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -281,6 +281,23 @@ describe('DNS-located upstreams (a real DNS server, site networks)', () => {
     expect(log[3]).toMatchObject({ error: 'upstream_unresolved' });
     expect(await metric(`http://127.0.0.1:${admin.port}`, /^residency_location_lookups_total\{source="dns",result="error"\}/)).toBeGreaterThanOrEqual(1);
     expect(await metric(`http://127.0.0.1:${admin.port}`, /^residency_upstream_errors_total\{upstream="store",kind="unresolved"\}/)).toBe(1);
+  });
+
+  it('a monitor-mode write to a name that does not resolve is not sent, and records no body bytes', async () => {
+    const [us] = await listeners([US]);
+    const dns = await dnsServer({ 'store.test': { A: [US], ttl: 60 } });
+    const proxy = await start(dnsConfig(dns, 'nowhere.test', us!.port, { rules: [{ ...WRITES_US_ONLY, mode: 'monitor' }] }));
+    // Head and body in one write: the proxy holds the whole body before deciding, and would hand it on as bytes.
+    const socket = connect({ host: '127.0.0.1', port: Number(new URL(proxy.url).port) });
+    cleanups.push(() => void socket.destroy());
+    const answer: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => answer.push(chunk));
+    socket.write('PUT /s/b/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 7\r\nConnection: close\r\n\r\npayload');
+    await new Promise((resolve) => socket.once('close', resolve));
+    expect(Buffer.concat(answer).toString('latin1')).toMatch(/^HTTP\/1\.1 502 /);
+    expect(us!.connections).toBe(0);
+    const [record] = proxy.decisions();
+    expect(record).toMatchObject({ path: '/b/k', decision: 'block', effective: 'forwarded', reason: 'unknown_location', status: 502, error: 'upstream_unresolved', bytes_in: 0 });
   });
 
   it('{host} upstreams resolve the requested name through the same resolver, on its first request', async () => {
