@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { watch, readFileSync, type FSWatcher } from 'node:fs';
+import { readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { ConfigError, formatProblem, type Config } from './config/load.js';
 import { buildPlanner, loadPolicy, type LoadedPolicy } from './load.js';
 import type { Planner } from './plan/plan.js';
+import { watchDirectory } from './watch.js';
 
 /**
  * The policy lifecycle: the active Planner, swapped atomically on reload.
@@ -138,11 +139,12 @@ export class PolicyStore {
       }, this.options.debounceMs ?? 200);
       this.debounce.unref();
     };
-    this.watcher = watchDir(dirname(resolve(this.options.file)), onEvent);
+    // An unwatchable directory still reloads by polling and SIGHUP.
+    this.watcher = watchDirectory(dirname(resolve(this.options.file)), onEvent);
     const shadow = this.loaded.config.shadow_policy;
     if (shadow !== undefined) {
       const dir = dirname(resolve(dirname(this.options.file), shadow));
-      if (dir !== dirname(resolve(this.options.file))) this.shadowWatcher = watchDir(dir, onEvent);
+      if (dir !== dirname(resolve(this.options.file))) this.shadowWatcher = watchDirectory(dir, onEvent);
     }
     const pollMs = this.options.pollMs ?? 5_000;
     if (pollMs > 0) {
@@ -196,16 +198,5 @@ export class PolicyStore {
       }
     }
     return hash.digest('hex');
-  }
-}
-
-function watchDir(dir: string, onEvent: () => void): FSWatcher | null {
-  try {
-    const w = watch(dir, { persistent: false }, onEvent);
-    w.on('error', () => w.close());
-    return w;
-  } catch {
-    // An unwatchable directory still reloads by polling and SIGHUP.
-    return null;
   }
 }

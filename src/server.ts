@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo, LookupFunction } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { buildAdminApp } from './admin/app.js';
 import { loadAdminSecurity } from './admin/config.js';
 import { startDemoUpstream } from './demo/upstream.js';
@@ -30,6 +30,7 @@ import type { DecisionEntry } from './audit/record.js';
 import type { Planner } from './plan/plan.js';
 import { signedRequestWarnings, type Upstream } from './plan/route.js';
 import { PolicyStore } from './reload.js';
+import { createOperationalLog } from './operational-log.js';
 
 export { buildPlanner, loadConfig, parseConfigText } from './load.js';
 
@@ -95,9 +96,7 @@ export interface ResidencyProxy {
 /** The composition root: builds every part from one validated Config. */
 export function createResidencyProxy(config: Config, options: ResidencyProxyOptions = {}): ResidencyProxy {
   // The operational log leaves stdout to the decision log when that is configured there.
-  const logger =
-    options.logger ??
-    pino({ level: config.log_level }, pino.destination({ dest: config.decision_log.path === '-' ? 2 : 1, sync: false }));
+  const logger = options.logger ?? createOperationalLog(config);
   const env = options.env ?? process.env;
   const worker = options.clusterWorker;
   for (const warning of signedRequestWarnings(config)) logger.warn({ config: warning.path, expected: warning.expected }, warning.message);

@@ -18,13 +18,13 @@ import {
   stat as statCb,
   fstatSync,
   write as writeCb,
-  watch as watchFs,
   writeSync,
 } from 'node:fs';
 import { open as openAsync, rename as renameAsync } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Operation } from '../config/schema.js';
 import { silentLogger, type OperationalLogger } from '../log.js';
+import { watchDirectory } from '../watch.js';
 import { GENESIS_HASH, recordHash } from './canonical.js';
 import { sealDigest, serialiseDigest, type Digest, type DigestBody, type SealReason } from './digest.js';
 import { DecisionLogCodes, DecisionLogError, describeError } from './errors.js';
@@ -80,18 +80,15 @@ export const nodeFileOps: FileOps = {
   fstat: (fd) => new Promise((res, rej) => fstatCb(fd, cb(res, rej))),
   stat: (path) => new Promise((res, rej) => statCb(path, cb(res, rej))),
   close: (fd) => new Promise((res, rej) => closeCb(fd, cb(res, rej))),
-  watch(dir, onRename, onLost) {
-    try {
-      // Not persistent: the watch alone must not keep a process alive.
-      const watcher = watchFs(dir, { persistent: false }, (event, name) => {
+  // A rename of the active file (or of the directory) is what makes the path worth checking.
+  watch: (dir, onRename, onLost) =>
+    watchDirectory(
+      dir,
+      (event, name) => {
         if (event === 'rename') onRename(name);
-      });
-      watcher.on('error', onLost);
-      return watcher;
-    } catch {
-      return null;
-    }
-  },
+      },
+      onLost,
+    ),
 };
 
 export interface DecisionLogOptions {

@@ -1,4 +1,4 @@
-import pino from 'pino';
+import { createOperationalLog } from '../operational-log.js';
 import { loadAdminSecurity } from '../admin/config.js';
 import { startDemoUpstream } from '../demo/upstream.js';
 import type { LoadedPolicy } from '../load.js';
@@ -15,7 +15,7 @@ import { Supervisor } from './supervisor.js';
  */
 export async function runPrimary(loaded: LoadedPolicy, file: string, count: number): Promise<number> {
   const { config } = loaded;
-  const logger = pino({ level: config.log_level }, pino.destination({ dest: 1, sync: false })).child({ role: 'primary' });
+  const logger = createOperationalLog(config).child({ role: 'primary' });
   // Read before anything starts, as a single process does: a missing token or TLS file stops the start.
   const security = loadAdminSecurity(config, process.env);
   const supervisor = new Supervisor(count, logger, config.limits.shutdown_grace_ms);

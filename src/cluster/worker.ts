@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import pino from 'pino';
+import { createOperationalLog } from '../operational-log.js';
 import type { LoadedPolicy } from '../load.js';
 import type { AdminRequest, AdminResponse, WorkerMessage } from './protocol.js';
 import { isAdminRequest, isMetricsRequest } from './protocol.js';
@@ -14,7 +14,7 @@ import { isAdminRequest, isMetricsRequest } from './protocol.js';
 export async function runWorker(loaded: LoadedPolicy, index: number): Promise<number> {
   const { config } = loaded;
   const env = process.env;
-  const logger = pino({ level: config.log_level }, pino.destination({ dest: 1, sync: false })).child({ worker: index });
+  const logger = createOperationalLog(config).child({ worker: index });
   // The server's packages load in the worker only (the primary relays, it does not serve).
   const { createResidencyProxy } = await import('../server.js');
   const app = createResidencyProxy(config, {

@@ -3,7 +3,7 @@ import type { CreateBucketTarget } from '../location/request/create-bucket.js';
 import { verifySigV4 } from '../location/request/sigv4-verify.js';
 import type { StoredLocation } from '../location/request/uploads.js';
 import type { NetworkLocation } from '../location/network-locator.js';
-import { placeSignals, toLocation, type Location, type Signal } from '../location/signals.js';
+import { distinctSignals, placeSignals, toLocation, type Location, type Signal } from '../location/signals.js';
 import { decide, type Decision, type Policy } from '../policy/engine.js';
 import { readAzure } from './azure.js';
 import { compileClassifier, type Classifier } from './classify.js';
@@ -325,7 +325,8 @@ export class Planner {
       const stored = found.upload;
       const sameBucket = stored !== null && (stored.bucket === null || prepared.bucket === null || stored.bucket === prepared.bucket);
       const storedSignals = !sameBucket ? [UNKNOWN_UPLOAD] : network === null ? stored.signals : stored.signals.filter((s) => !s.source.startsWith('network:'));
-      location = toLocation(dedupe([...storedSignals, ...location.signals, ...added]));
+      // The same signal twice (a continuation's stored and own declared location) is recorded once.
+      location = toLocation(distinctSignals([...storedSignals, ...location.signals, ...added]));
       upload = { kind: uploadNeed.kind, known: sameBucket };
     } else if (added.length > 0) {
       location = toLocation([...location.signals, ...added]);
@@ -377,17 +378,6 @@ function readTarget(target: string): { rawPath: string; path: string; query: str
 function queryAsRead(query: string | null, strict: boolean): string | null | Reject {
   const decoded = planningQuery(query, strict);
   return decoded.ok ? decoded.query : reject(400, 'bad_query', decoded.detail);
-}
-
-/** The same signal twice (a continuation's stored and own declared location) is recorded once. */
-function dedupe(signals: readonly Signal[]): Signal[] {
-  const seen = new Set<string>();
-  return signals.filter((s) => {
-    const key = `${s.source}\0${s.value}\0${s.jurisdiction}\0${s.bucket ?? ''}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
 }
 
 /**

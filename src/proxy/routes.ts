@@ -34,18 +34,30 @@ export function onDataPlane(plane: DataPlane): (request: FastifyRequest, reply: 
   };
 }
 
+/** The prefixes whose 100 Continue waits for a decision, per server this module installed its `checkContinue` on. */
+const HELD_PREFIXES = new WeakMap<Server, string[]>();
+
 /**
  * Node sends 100 Continue at once when the server has no `checkContinue`
  * listener. Under `prefix` (every path for '') the data plane sends it once
  * the decision allows the write, so a refused client never sends its body;
- * other paths get theirs at once, as before. A server that already handles
- * `checkContinue` keeps its own handling.
+ * other paths get theirs at once, as before. One listener per server serves
+ * every prefix registered on it (the plugin registered twice). A server that
+ * already handles `checkContinue` itself keeps its own handling.
  */
 export function holdContinueForDecisions(server: Server, prefix: string): void {
+  const held = HELD_PREFIXES.get(server);
+  if (held !== undefined) {
+    held.push(prefix);
+    return;
+  }
   if (server.listenerCount('checkContinue') > 0) return;
-  const ours = (url: string) => prefix === '' || url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`);
+  const prefixes = [prefix];
+  HELD_PREFIXES.set(server, prefixes);
+  const under = (url: string, p: string) => p === '' || url === p || url.startsWith(`${p}/`) || url.startsWith(`${p}?`);
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (!ours(req.url ?? '/')) res.writeContinue();
+    const url = req.url ?? '/';
+    if (!prefixes.some((p) => under(url, p))) res.writeContinue();
     server.emit('request', req, res);
   });
 }

@@ -1,7 +1,8 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { readFileSync, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import tls from 'node:tls';
+import { watchDirectory } from '../watch.js';
 
 /**
  * HTTPS on the data plane (`listen.tls`): the certificates it serves, chosen
@@ -127,21 +128,17 @@ export class DataPlaneTls {
   watch(server: tls.Server): void {
     const dirs = new Set(this.files.flatMap((f) => [dirname(f.cert_file), dirname(f.key_file)]));
     for (const dir of dirs) {
-      try {
-        const watcher = watch(dir, { persistent: false }, () => {
-          // A renewal writes the certificate and the key one after the other: load once both are there.
-          if (this.debounce) clearTimeout(this.debounce);
-          this.debounce = setTimeout(() => {
-            this.debounce = null;
-            this.reload(server);
-          }, 200);
-          this.debounce.unref();
-        });
-        watcher.on('error', () => watcher.close());
-        this.watchers.push(watcher);
-      } catch {
-        // An unwatchable directory: a restart picks up new files.
-      }
+      // An unwatchable directory: a restart picks up new files.
+      const watcher = watchDirectory(dir, () => {
+        // A renewal writes the certificate and the key one after the other: load once both are there.
+        if (this.debounce) clearTimeout(this.debounce);
+        this.debounce = setTimeout(() => {
+          this.debounce = null;
+          this.reload(server);
+        }, 200);
+        this.debounce.unref();
+      });
+      if (watcher !== null) this.watchers.push(watcher);
     }
   }
 

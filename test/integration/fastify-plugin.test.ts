@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -11,6 +12,7 @@ import { request } from 'undici';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyLogs } from '../../src/audit/verify.js';
+import { holdContinueForDecisions } from '../../src/proxy/routes.js';
 import type * as PublicApi from '../../src/index.js';
 import { decisionsOf } from '../helpers/proxy.js';
 import { S3RVER_CREDENTIALS, startS3rver, type S3rverHandle } from '../helpers/s3rver.js';
@@ -243,5 +245,29 @@ describe('residency-proxy as a Fastify plugin in another app', () => {
     expect(verified.findings.filter((f) => f.severity !== 'note')).toEqual([]);
     expect(verified).toMatchObject({ ok: true });
     expect(verified.records).toBeGreaterThan(decisions().length);
+  });
+});
+
+describe('100 Continue held for the data plane', () => {
+  it('holds it back under every prefix registered on one server, and nowhere else', async () => {
+    // A handler that refuses at once, never inviting the body: only a held 100 lets its answer come first.
+    const server = createServer((_req, res) => {
+      res.writeHead(403, { connection: 'close' });
+      res.end();
+    });
+    holdContinueForDecisions(server, '/first');
+    holdContinueForDecisions(server, '/second');
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const head = (path: string) => `PUT ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`;
+      expect(await firstAnswer(port, head('/first/b/k'))).toMatch(/^HTTP\/1\.1 403 /);
+      expect(await firstAnswer(port, head('/second/b/k'))).toMatch(/^HTTP\/1\.1 403 /);
+      expect(await firstAnswer(port, head('/secondary/b/k'))).toMatch(/^HTTP\/1\.1 100 Continue\r\n/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
