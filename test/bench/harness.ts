@@ -7,7 +7,7 @@ import { childScript, REPO_ROOT } from './paths.js';
 import { cpuSnapshot, findBinary, foreignCores, jsonLine, memoryOf, removeScratch, resetPeak, sleep, spawnChild, stopAll, stopChild, trackScratch, waitForLine } from './proc.js';
 import { summariseProfile, type CpuProfile } from './profile.js';
 import { evaluateGoals, renderMarkdown, summarise, summariseFirst, type BenchResult, type LogResult, type Machine, type MicroResult, type Sample, type Series, type TargetSummary } from './report.js';
-import { LIGHT_RATE, SCENARIOS, s3Headers, type Scenario } from './scenarios.js';
+import { loadSpec, s3Headers, SCENARIOS, type Scenario } from './scenarios.js';
 import { INTERCEPT, NEW_HOSTS, PATHS, SETTINGS } from './settings.js';
 import { directTarget, nginxVersion, startBare, startNginx, startResidency, startUpstream, writeBenchPki, type Placement, type Target, type Upstream } from './targets.js';
 
@@ -191,13 +191,8 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
   let peakResetWorks = true;
 
   const spec = (scenario: Scenario, target: Target, durationSec: number): LoadSpec => ({
+    ...loadSpec(scenario, target.url, durationSec, (scenario.kind === 'load' || scenario.kind === 'https') && o.connections !== null ? o.connections : scenario.connections),
     url: target.client ? target.client.url(scenario.path) : `${target.url}${scenario.path}`,
-    method: scenario.method,
-    headers: s3Headers(scenario.method, scenario.path.startsWith('/eu/') ? 'eu-west-1' : 'us-east-1'),
-    bodyBytes: scenario.bodyBytes,
-    connections: (scenario.kind === 'load' || scenario.kind === 'https') && o.connections !== null ? o.connections : scenario.connections,
-    durationSec,
-    ...(scenario.kind === 'light' ? { rate: LIGHT_RATE } : {}),
     // The same client for every target of the comparison, whatever --tool says.
     ...(scenario.kind === 'https' ? { client: 'undici' as const, ...(target.client ? { caFile: target.client.caFile } : {}), ...(target.client?.proxy ? { proxy: target.client.proxy } : {}) } : {}),
   });

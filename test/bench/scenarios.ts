@@ -1,3 +1,4 @@
+import type { LoadSpec } from './load.js';
 import { INTERCEPT, PATHS } from './settings.js';
 
 /** intercept: residency-proxy as a forward proxy (CONNECT); nginx-tls: nginx terminating TLS in front of the TLS upstream. */
@@ -47,6 +48,19 @@ export function s3Headers(method: 'GET' | 'PUT', region: string): Record<string,
       `AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/${region}/s3/aws4_request, ` +
       `SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=${'5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7'}`,
     ...(method === 'PUT' ? { 'content-type': 'application/octet-stream' } : {}),
+  };
+}
+
+/** The load a plain-HTTP scenario puts on a target at `baseUrl` (http://127.0.0.1:PORT). */
+export function loadSpec(scenario: Scenario, baseUrl: string, durationSec: number, connections = scenario.connections): LoadSpec {
+  return {
+    url: `${baseUrl}${scenario.path}`,
+    method: scenario.method,
+    headers: s3Headers(scenario.method, scenario.path.startsWith('/eu/') ? 'eu-west-1' : 'us-east-1'),
+    bodyBytes: scenario.bodyBytes,
+    connections,
+    durationSec,
+    ...(scenario.kind === 'light' ? { rate: LIGHT_RATE } : {}),
   };
 }
 

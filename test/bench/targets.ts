@@ -304,6 +304,19 @@ export interface ResidencyStart {
   label?: string;
   /** The intercepted-HTTPS setting: its certificates (the upstream is then the TLS upstream, with its DNS server). */
   pki?: BenchPki;
+  /** Another checkout's build (`npm run bench:ab`'s baseline) instead of this one. */
+  build?: OtherBuild;
+}
+
+/**
+ * A built checkout of another revision: its CLI, and its own benchmark
+ * settings (its config schema may lack keys this one has, or have others),
+ * with the node flags it ships with.
+ */
+export interface OtherBuild {
+  root: string;
+  buildConfig: typeof buildConfig;
+  nodeFlags: readonly string[];
 }
 
 /** The allowed bucket's path as the intercepted client names it: `/us/bench-bucket/KEY` → https://bench-bucket.s3.us-east-1.amazonaws.com:PORT/KEY. */
@@ -323,11 +336,12 @@ export async function startResidency(setting: ProxySetting, upstream: Upstream, 
     storageCaFile: start.pki.storageCaFile,
     dnsServer: upstream.dns ?? '',
   };
-  const built = buildConfig(setting, { upstreamUrl: upstream.url, dir, ...(interception ? { interception } : {}) });
+  const other = start.build;
+  const built = (other?.buildConfig ?? buildConfig)(setting, { upstreamUrl: upstream.url, dir, ...(interception ? { interception } : {}) });
   const file = join(dir, 'residency.yaml');
   const text = stringify(built.doc);
-  // Fail here, with the problems listed, rather than as a child that exits.
-  parseConfigText(text, file, built.env);
+  // Fail here, with the problems listed, rather than as a child that exits (another build checks its own config).
+  if (other === undefined) parseConfigText(text, file, built.env);
   writeFileSync(file, text);
   for (const [rel, doc] of Object.entries(built.files)) writeFileSync(join(dir, rel), stringify(doc));
 
@@ -337,11 +351,11 @@ export async function startResidency(setting: ProxySetting, upstream: Upstream, 
     name: `residency-proxy ${name}`,
     command: process.execPath,
     // As npm start and the container image run it.
-    args: [...PRODUCT_NODE_FLAGS, ...(start.nodeArgs ?? []), CLI, 'serve', '--config', file],
+    args: [...(other?.nodeFlags ?? PRODUCT_NODE_FLAGS), ...(start.nodeArgs ?? []), other ? join(other.root, 'dist', 'cli', 'main.js') : CLI, 'serve', '--config', file],
     cpu: place.serverCpu,
     taskset: place.taskset,
     env: { ...cleanEnv(), ...built.env },
-    cwd: REPO_ROOT,
+    cwd: other?.root ?? REPO_ROOT,
     stdout: devNull ?? 'pipe',
   });
   if (devNull !== null) closeSync(devNull);
