@@ -14,6 +14,9 @@ interface Consumer {
   error(err: Error): void;
 }
 
+/** Response body bytes held before anyone takes the body; beyond this the upstream is paused. */
+const EARLY_BYTES = 16 * 1024;
+
 /** Why the proxy cancelled an exchange (the client left, or the response was discarded). */
 export class ExchangeAbortedError extends Error {
   readonly code = 'RESIDENCY_EXCHANGE_ABORTED';
@@ -28,9 +31,11 @@ export class ExchangeAbortedError extends Error {
  * an intermediate stream: undici calls in with the head and each body chunk,
  * and chunks are written straight to the client's response, with
  * backpressure (undici stops reading the upstream socket while the client is
- * slow). The upstream is paused after the head until the caller has
- * recorded the decision and takes the body (`pipe`, `collect`) or drops it
- * (`abort`).
+ * slow). Until the caller has recorded the decision and takes the body
+ * (`pipe`, `collect`) or drops it (`abort`), what arrives is held, up to
+ * EARLY_BYTES; past that the upstream is paused. A small answer (most are)
+ * is then read whole without pausing and resuming the upstream connection,
+ * which costs undici a parser stop and restart per response.
  */
 export class UpstreamExchange implements Dispatcher.DispatchHandler {
   /** Resolves with the final (non-1xx) head; rejects when the request fails before one arrives. */
@@ -51,8 +56,9 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   private rejectHead!: (err: Error) => void;
   private headSeen = false;
   private consumer: Consumer | null = null;
-  /** What arrived while nobody had taken the body (normally nothing: the upstream is paused). */
+  /** What arrived while nobody had taken the body: at most EARLY_BYTES and one chunk. */
   private early: Buffer[] = [];
+  private earlyBytes = 0;
   private ended = false;
   private failure: Error | null = null;
 
@@ -117,7 +123,11 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   private take(consumer: Consumer): void {
     this.consumer = consumer;
     let more = true;
-    while (this.early.length > 0 && this.consumer === consumer) more = consumer.data(this.early.shift()!);
+    while (this.early.length > 0 && this.consumer === consumer) {
+      const chunk = this.early.shift()!;
+      this.earlyBytes -= chunk.length;
+      more = consumer.data(chunk);
+    }
     // `collect` stopped at its limit: the rest waits for the next consumer.
     if (this.consumer !== consumer) return;
     if (this.failure !== null) consumer.error(this.failure);
@@ -135,8 +145,6 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     // 1xx (a 100 Continue the upstream sent anyway): informational, not the answer.
     if (statusCode < 200) return;
     this.headSeen = true;
-    // Held until the decision is recorded and someone takes the body.
-    controller.pause();
     this.resolveHead({ statusCode, headers });
   }
 
@@ -144,8 +152,10 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     this.received += chunk.length;
     const consumer = this.consumer;
     if (consumer === null) {
+      // Held until the decision is recorded and someone takes the body; a large one waits at the upstream.
       this.early.push(chunk);
-      controller.pause();
+      this.earlyBytes += chunk.length;
+      if (this.earlyBytes > EARLY_BYTES) controller.pause();
     } else if (!consumer.data(chunk)) {
       controller.pause();
     }

@@ -91,6 +91,35 @@ describe('UpstreamExchange', () => {
     expect(held).toEqual({ ok: true, bytes: Buffer.from('<UploadId>abc</UploadId>') });
   });
 
+  it('holds a small answer whole before anyone takes it, and stops a large one at its bound until it is taken', async () => {
+    const large = randomBytes(2 * 1024 * 1024);
+    const upstream = await serve((req, res) => res.end(req.url === '/small' ? 'ok\n' : large));
+    const pool = upstreamPool(upstream.url);
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 200));
+
+    const small = new UpstreamExchange();
+    pool.dispatch({ method: 'GET', path: '/small' }, small);
+    await small.head;
+    await settle();
+    // Read to its end without being paused: the connection is back in the pool before the body is taken.
+    expect(small.received).toBe(3);
+    expect(pool.stats.free).toBe(1);
+    expect(await small.collect(1024)).toEqual({ ok: true, bytes: Buffer.from('ok\n') });
+
+    const big = new UpstreamExchange();
+    pool.dispatch({ method: 'GET', path: '/large' }, big);
+    await big.head;
+    await settle();
+    // At most the bound and the chunk that crossed it: the rest waits at the upstream.
+    expect(big.received).toBeLessThanOrEqual(16 * 1024 + 64 * 1024);
+    const front = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': String(large.length) });
+      big.pipe(res, (err) => res.destroy(err));
+    });
+    const got = await fetchAll(`${front.url}/`);
+    expect(got.body.equals(large)).toBe(true);
+  });
+
   it('an upstream that dies mid-body is reported and the client response is cut, not completed', async () => {
     const upstream = await serve((_req, res) => {
       res.writeHead(200, { 'content-length': 1024 * 1024 });
