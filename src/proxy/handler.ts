@@ -361,20 +361,23 @@ export function createRequestHandler(deps: HandlerDeps) {
     // sent anywhere, since only a located address may be connected to.
     const address = plan.network?.address ?? null;
     const unresolved = plan.network !== null && address === null;
-    // A write with a streamed body overlaps: its head goes upstream (a write
-    // with no body yet, which no store completes) while the decision is made
-    // durable, and its body is held back until it is. Any other write (no
-    // body: its head is the whole write) waits for the decision first.
+    // A write with a streamed body overlaps: it is dispatched (a pooled
+    // connection taken, or a new one opened) while the decision is made
+    // durable, and its body is held back until it is. undici writes a
+    // streamed request's head with its first body bytes, so nothing reaches
+    // the upstream before the decision is durable. Any other write (no body:
+    // its head is the whole write) waits for the decision first.
     // A log known to be failing gets no overlap: the 503 then goes out before anything is sent.
-    // Nor does a log already committing a batch (load): the wait is then long
-    // anyway, and a head sent alone costs both ends a socket write and a read
-    // more than a head that leaves with its first body bytes.
-    const overlap =
+    // Nor does a log already committing a batch (load): the wait is then long anyway.
+    // Nor does a small body that came whole with its head (the parser has read it one
+    // microtask after the decision is queued): it waits, then goes as its bytes, not as a stream.
+    const mayOverlap =
       early && hasBody && inspected.body === null && inspected.created === null && !unresolved && sink.healthy() && sink.committing?.() !== true;
     let durable: Promise<boolean> | null = null;
     if (early) {
       const written = record(entry(null, 0, null));
-      if (overlap) durable = written;
+      if (mayOverlap) await null;
+      if (mayOverlap && !hereWhole(req)) durable = written;
       else {
         if (!(await written)) return;
         // The client may have gone while its decision was being made durable: nothing was sent, and nothing will be.
@@ -632,13 +635,24 @@ const WHOLE_BODY_BYTES = 64 * 1024;
  * measured five times fewer objects promoted per scavenge.
  */
 function arrivedWhole(req: IncomingMessage): Buffer | null {
-  const declared = req.headers['content-length'];
+  if (!hereWhole(req)) return null;
   const length = req.readableLength;
-  if (!req.complete || req.readableFlowing === true || declared === undefined || length === 0 || length > WHOLE_BODY_BYTES || String(length) !== declared) return null;
   const bytes = req.read() as Buffer | null;
   // read() hands over everything buffered, here the whole body: anything else would be a bug worth failing on.
   if (bytes === null || bytes.length !== length) throw new Error(`request body read ${bytes?.length ?? 0} of ${length} buffered bytes`);
   return bytes;
+}
+
+/**
+ * The whole body (exactly its Content-Length, at most WHOLE_BODY_BYTES) is
+ * buffered in the request, unread. Not `req.complete`: Node sets that a turn
+ * later than it buffers the last body byte, and the parser never buffers a
+ * byte past the declared length.
+ */
+function hereWhole(req: IncomingMessage): boolean {
+  const declared = req.headers['content-length'];
+  const length = req.readableLength;
+  return req.readableFlowing !== true && declared !== undefined && length > 0 && length <= WHOLE_BODY_BYTES && String(length) === declared;
 }
 
 function isExpectContinue(headers: IncomingHttpHeaders): boolean {
