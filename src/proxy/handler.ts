@@ -376,9 +376,12 @@ export function createRequestHandler(deps: HandlerDeps) {
     let durable: Promise<boolean> | null = null;
     if (early) {
       const written = record(entry(null, 0, null));
-      if (mayOverlap) await null;
-      if (mayOverlap && !hereWhole(req)) durable = written;
-      else {
+      if (mayOverlap) {
+        // One microtask: the parser has then buffered a body that came in the same read as its head.
+        await null;
+        if (!hereWhole(req)) durable = written;
+      }
+      if (durable === null) {
         if (!(await written)) return;
         // The client may have gone while its decision was being made durable: nothing was sent, and nothing will be.
         if (res.destroyed || (req.destroyed && !req.complete)) {

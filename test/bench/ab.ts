@@ -13,6 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runLoad, type LoadTools } from './load.js';
 import { RESULTS_DIR } from './paths.js';
+import { median } from './report.js';
 import { cleanupSync, cpuSnapshot, findBinary, removeScratch, stopAll, trackScratch } from './proc.js';
 import { loadSpec, SCENARIOS, type Scenario } from './scenarios.js';
 import { SETTINGS, type buildConfig, type ProxySetting } from './settings.js';
@@ -55,12 +56,6 @@ interface Run {
   rps: number;
   cpuUs: number | null;
 }
-
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
