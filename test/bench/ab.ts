@@ -17,12 +17,14 @@ import { median } from './report.js';
 import { cleanupSync, cpuSnapshot, findBinary, removeScratch, stopAll, trackScratch } from './proc.js';
 import { loadSpec, SCENARIOS, type Scenario } from './scenarios.js';
 import { SETTINGS, type buildConfig, type ProxySetting } from './settings.js';
-import { startResidency, startUpstream, type Placement, type Target } from './targets.js';
+import { startBare, startResidency, startUpstream, type Placement, type Target, type Upstream } from './targets.js';
 
 const USAGE = `Usage: npm run bench:ab -- --baseline DIR [options]
 
   --baseline DIR     another checkout of this repository, built: in it, run
                      npm ci && npm run build && npx tsc -p test/bench/tsconfig.json
+                     or \`bare\`: the bare @fastify/http-proxy peer of the main
+                     benchmark, for #17's target with paired runs
   --setting NAME     the setting both run (default enforce-log-fsync): ${SETTINGS.map((s) => s.name).join(', ')}
   --scenarios a,b    load scenarios (default get-small,put-small,put-16k)
   --pairs N          pairs of runs per scenario and instance (default 6)
@@ -76,16 +78,11 @@ async function main(): Promise<void> {
     process.exitCode = values.help ? 0 : 2;
     return;
   }
-  const root = resolve(values.baseline);
-  const settingsModule = join(root, 'dist-bench', 'test', 'bench', 'settings.js');
-  if (!existsSync(join(root, 'dist', 'cli', 'main.js')) || !existsSync(settingsModule)) {
-    throw new Error(`${root} is not a built checkout: in it, run npm ci && npm run build && npx tsc -p test/bench/tsconfig.json`);
-  }
-  const baseline = (await import(pathToFileURL(settingsModule).href)) as BaselineModule;
   const name = values.setting;
   const ours = SETTINGS.find((s) => s.name === name);
-  const theirs = baseline.SETTINGS.find((s) => s.name === name);
-  if (ours === undefined || theirs === undefined) throw new Error(`--setting ${name}: not a setting of ${ours === undefined ? 'this checkout' : root}`);
+  if (ours === undefined) throw new Error(`--setting ${name}: not a setting of this checkout`);
+  const againstBare = values.baseline === 'bare';
+  const root = againstBare ? 'bare' : resolve(values.baseline);
   const scenarios = values.scenarios.split(',').map((n): Scenario => {
     const s = SCENARIOS.find((x) => x.name === n);
     if (s === undefined || s.kind !== 'load') throw new Error(`--scenarios: ${n} is not a load scenario (${SCENARIOS.filter((x) => x.kind === 'load').map((x) => x.name).join(', ')})`);
@@ -102,6 +99,7 @@ async function main(): Promise<void> {
   const tmpDir = mkdtempSync(join(tmpdir(), 'residency-bench-ab-'));
   trackScratch(tmpDir);
   const place: Placement = { taskset: pinned ? taskset : null, serverCpu: pinned ? 1 : null, tmpDir };
+  const startBaseline = againstBare ? (upstream: Upstream) => startBare(upstream, place) : await otherBuild(root, name, place);
   const tools: LoadTools = { wrk: findBinary('wrk'), taskset: pinned ? taskset : null, cpu: pinned ? 0 : null, tmpDir };
   const log = (line: string) => console.log(line);
   log(`bench:ab: ${name}, this checkout against ${root}; ${instances} instances × ${pairsPer} pairs of ${durationSec} s runs per scenario; load from ${tools.wrk ? 'wrk' : 'autocannon'}${pinned ? '; load on CPU 0, upstream and both proxies on CPU 1' : ''}`);
@@ -121,7 +119,7 @@ async function main(): Promise<void> {
     // Two processes of one build differ by several per cent (JIT, memory layout): fresh processes per instance average that out.
     for (let instance = 0; instance < instances; instance++) {
       // Started in alternating order too.
-      const startBase = () => startResidency(theirs, upstream, place, { label: `baseline-${instance}`, build: { root, buildConfig: baseline.buildConfig, nodeFlags: baseline.PRODUCT_NODE_FLAGS ?? [] } });
+      const startBase = () => startBaseline(upstream, instance);
       const startOurs = () => startResidency(ours, upstream, place, { label: `this-${instance}` });
       let baseUp: Target;
       let current: Target;
@@ -176,6 +174,19 @@ async function main(): Promise<void> {
   }
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(join(RESULTS_DIR, 'ab-latest.json'), `${JSON.stringify({ setting: name, baseline: root, instances, pairsPerInstance: pairsPer, durationSec, pinned, results }, null, 2)}\n`);
+}
+
+/** How to start the other checkout's build of the setting. */
+async function otherBuild(root: string, name: string, place: Placement): Promise<(upstream: Upstream, instance: number) => Promise<Target>> {
+  const settingsModule = join(root, 'dist-bench', 'test', 'bench', 'settings.js');
+  if (!existsSync(join(root, 'dist', 'cli', 'main.js')) || !existsSync(settingsModule)) {
+    throw new Error(`${root} is not a built checkout: in it, run npm ci && npm run build && npx tsc -p test/bench/tsconfig.json`);
+  }
+  const baseline = (await import(pathToFileURL(settingsModule).href)) as BaselineModule;
+  const theirs = baseline.SETTINGS.find((s) => s.name === name);
+  if (theirs === undefined) throw new Error(`--setting ${name}: not a setting of ${root}`);
+  const build = { root, buildConfig: baseline.buildConfig, nodeFlags: baseline.PRODUCT_NODE_FLAGS ?? [] };
+  return (upstream, instance) => startResidency(theirs, upstream, place, { label: `baseline-${instance}`, build });
 }
 
 main().catch((err: unknown) => {

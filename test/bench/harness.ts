@@ -28,9 +28,10 @@ export interface BenchOptions {
   /** Pin load to CPU 0 and servers to CPU 1 with taskset, where possible. */
   pin: boolean;
   micro: boolean;
-  /** CPU-profile one residency-proxy setting under the small-PUT load. */
+  /** CPU-profile one residency-proxy setting under one load scenario (small PUTs by default). */
   profile: boolean;
   profileSetting: string;
+  profileScenario: string;
   /** Override every load scenario's connection count. */
   connections: number | null;
   /**
@@ -63,6 +64,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   micro: true,
   profile: true,
   profileSetting: 'enforce-full',
+  profileScenario: 'put-small',
   connections: null,
   maxForeignCores: 0.25,
   retries: 2,
@@ -384,8 +386,9 @@ export async function runBenchmark(partial: Partial<BenchOptions> = {}): Promise
 
     if (o.profile && o.outDir !== null) {
       const setting = SETTINGS.find((s) => s.name === o.profileSetting);
-      const scenario = SCENARIOS.find((s) => s.name === 'put-small')!;
+      const scenario = SCENARIOS.find((s) => s.name === o.profileScenario && s.kind === 'load');
       if (!setting) throw new Error(`--profile-setting: no setting named ${o.profileSetting}`);
+      if (!scenario) throw new Error(`--profile-scenario: no load scenario named ${o.profileScenario}`);
       mkdirSync(o.outDir, { recursive: true });
       const name = `cpu-${setting.name}-${scenario.name}.cpuprofile`;
       const file = join(o.outDir, name);

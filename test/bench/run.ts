@@ -29,6 +29,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --no-micro            skip the micro-benchmarks
   --no-profile          skip the CPU profile
   --profile-setting S   setting to profile (default ${DEFAULT_OPTIONS.profileSetting})
+  --profile-scenario S  load scenario to profile under (default ${DEFAULT_OPTIONS.profileScenario})
   --out DIR             results folder (default test/bench/results)
 `;
 
@@ -51,6 +52,7 @@ const { values } = parseArgs({
     'no-micro': { type: 'boolean', default: false },
     'no-profile': { type: 'boolean', default: false },
     'profile-setting': { type: 'string' },
+    'profile-scenario': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -98,6 +100,7 @@ set('connections', number('connections', values.connections) ?? null);
 set('targets', list(values.targets));
 set('scenarios', list(values.scenarios));
 set('profileSetting', values['profile-setting']);
+set('profileScenario', values['profile-scenario']);
 set('maxForeignCores', values['max-other-cpu'] === 'Infinity' ? Infinity : number('max-other-cpu', values['max-other-cpu']));
 set('retries', values.retries === '0' ? 0 : number('retries', values.retries));
 set('quietBudgetSec', values['quiet-budget'] === '0' ? 0 : number('quiet-budget', values['quiet-budget']));
