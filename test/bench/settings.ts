@@ -297,6 +297,12 @@ export const SETTINGS: readonly ProxySetting[] = [
     enforce: true,
   },
   {
+    name: 'enforce-full-nofsync',
+    summary: 'enforce-full with its decision log file not synced: what durability costs with everything else on',
+    features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.fileLogNoFsync, F.clientHash],
+    enforce: true,
+  },
+  {
     name: 'enforce-full-node-front',
     summary: "enforce-full with the data plane on Node's server alone (no Fastify front): the Fastify front's cost is enforce-full against this",
     features: [F.base, F.enforce, F.rules, F.shadow, F.networks, F.dns, F.networkLocation, F.requestSignals, F.durableLog, F.clientHash, F.nodeFront],
