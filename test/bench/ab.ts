@@ -24,7 +24,7 @@ const USAGE = `Usage: npm run bench:ab -- --baseline DIR [options]
   --baseline DIR     another checkout of this repository, built: in it, run
                      npm ci && npm run build && npx tsc -p test/bench/tsconfig.json
                      or \`bare\`: the bare @fastify/http-proxy peer of the main
-                     benchmark, for #17's target with paired runs
+                     benchmark, for the 1.0× bare goal in paired runs
   --setting NAME     the setting both run (default enforce-log-fsync): ${SETTINGS.map((s) => s.name).join(', ')}
   --scenarios a,b    load scenarios (default get-small,put-small,put-16k)
   --pairs N          pairs of runs per scenario and instance (default 6)
