@@ -75,7 +75,7 @@ export interface ResidencyProxy {
   readonly config: Config;
   /** This process's replica id in records, heartbeats and /fleet. */
   readonly replica: string;
-  /** The data plane's own listener (`serve`). */
+  /** The data plane's own listener (`serve`), built when first used: the plugin never builds it. */
   readonly proxy: ProxyApp;
   /** The data plane's request entry, for a Fastify route of someone else's app (the plugin). */
   readonly dataPlane: DataPlane;
@@ -257,8 +257,9 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     maxHeaders: config.limits.max_headers,
     limits: { refusalDrainBytes: config.limits.refusal_drain_bytes, refusalLingerMs: config.limits.refusal_linger_ms },
   });
-  // The proxy's own listener (the plugin serves the data plane on its host's server instead).
-  const proxy = buildProxyApp({
+  // The proxy's own listener, built when first used: the plugin serves the data plane on its host's server instead.
+  let ownListener: ProxyApp | null = null;
+  const proxyListener = (): ProxyApp => (ownListener ??= buildProxyApp({
     plane: dataPlane,
     tls: config.listen.tls === undefined ? null : dataPlaneTls(config.listen.tls.certificates),
     tunnels: forwardProxy(),
@@ -269,7 +270,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     headersTimeoutMs: config.limits.client_header_timeout_ms,
     // RESIDENCY_DATA_PLANE_FRONT=node: the data plane on Node's server alone, for the benchmark that measures the Fastify front's cost.
     front: env.RESIDENCY_DATA_PLANE_FRONT === 'node' ? 'node' : 'fastify',
-  });
+  }));
   const admin = buildAdminApp({
     logger,
     metrics,
@@ -293,7 +294,9 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
   return {
     config,
     replica,
-    proxy,
+    get proxy() {
+      return proxyListener();
+    },
     dataPlane,
     admin,
     metrics,
@@ -326,7 +329,7 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
       } else await admin.ready();
       // A corrupt GeoIP database or range file stops the start, naming the file.
       await location?.resolved(STARTUP_RESOLVE_MS);
-      if (listeners.dataPlane) proxyAddress = await proxy.listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
+      if (listeners.dataPlane) proxyAddress = await proxyListener().listen({ host: config.listen.host, port: config.listen.port ?? 8080 });
     } catch (err) {
       await close();
       throw err;
@@ -413,13 +416,16 @@ export function createResidencyProxy(config: Config, options: ResidencyProxyOpti
     policy.close();
     // The proxy stops accepting, closes idle keep-alive connections and waits
     // for in-flight requests; past the grace period the rest are cut.
-    const force = setTimeout(() => proxy.server.closeAllConnections(), config.limits.shutdown_grace_ms);
-    force.unref();
-    try {
-      await proxy.close();
-    } finally {
-      clearTimeout(force);
-    }
+    const listener = ownListener;
+    if (listener !== null) {
+      const force = setTimeout(() => listener.server.closeAllConnections(), config.limits.shutdown_grace_ms);
+      force.unref();
+      try {
+        await listener.close();
+      } finally {
+        clearTimeout(force);
+      }
+    } else dataPlane.beginClose();
     await forwarder.close();
     location?.close();
     await admin.close();
